@@ -1,0 +1,286 @@
+"""The five LSTM architectures: how each is built in Keras 3, and when to use which.
+
+Every architecture is a *front* (nothing, a per-step Dense, or an Embedding), a recurrent part (LSTM or
+Bidirectional LSTM) and a ``Dense(1, sigmoid)`` head. All Keras models built here for one architecture
+(the whole-sequence model, the seed's stateful (1, 1, 1) model and the explicit-state step model) list
+their weights in the same order, so ``target.set_weights(source.get_weights())`` moves a trained model
+between them exactly.
+
+>>> arch = get_architecture("lstm")
+>>> model = build_sequence_model(arch, ArchParams(max_len=20))
+>>> model.output_shape
+(None, 1)
+"""
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Literal
+
+import keras
+import numpy as np
+
+from models.errors import InvalidInput, InvalidModelFile
+
+InputKind = Literal["float", "tokens"]
+
+DEFAULT_PARAMS: dict[str, int] = {"units": 10, "vocab_size": 100, "embedding_dim": 128, "dense_units": 50}
+
+
+@dataclass(frozen=True)
+class ArchParams:
+    """Hyper-parameters of a model. ``max_len`` is the sequence length every input is padded to."""
+
+    max_len: int
+    units: int = DEFAULT_PARAMS["units"]
+    vocab_size: int = DEFAULT_PARAMS["vocab_size"]
+    embedding_dim: int = DEFAULT_PARAMS["embedding_dim"]
+    dense_units: int = DEFAULT_PARAMS["dense_units"]
+
+    def to_dict(self) -> dict[str, int]:
+        """Plain dict for metadata files and responses."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """One of the five named architectures and the plain-English advice that goes with it."""
+
+    name: str
+    input_kind: InputKind
+    stateful: bool
+    bidirectional: bool
+    param_names: tuple[str, ...]
+    summary: str
+    when_to_use: str
+
+    @property
+    def supports_sessions(self) -> bool:
+        """Step-by-step state needs a causal model: a backward pass needs the whole sequence."""
+        return not self.bidirectional
+
+    def default_params(self) -> dict[str, int]:
+        """The defaults of the parameters this architecture uses (``max_len`` comes from the data)."""
+        return {key: DEFAULT_PARAMS[key] for key in self.param_names}
+
+    def relevant_params(self, params: ArchParams) -> dict[str, int]:
+        """``max_len`` plus the parameters this architecture actually uses."""
+        return {"max_len": params.max_len, **{key: getattr(params, key) for key in self.param_names}}
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    arch.name: arch
+    for arch in (
+        Architecture(
+            name="lstm",
+            input_kind="float",
+            stateful=False,
+            bidirectional=False,
+            param_names=("units",),
+            summary="LSTM(units) -> Dense(1, sigmoid) over a whole float sequence of shape (max_len, 1).",
+            when_to_use=(
+                "The default whole-sequence classifier: you have the complete sequence when you ask for a "
+                "prediction and one number per step. Small, fast, and usually enough; try it first."
+            ),
+        ),
+        Architecture(
+            name="stateful_lstm",
+            input_kind="float",
+            stateful=True,
+            bidirectional=False,
+            param_names=("units",),
+            summary=(
+                "LSTM(units, stateful=True) with batch shape (1, 1, 1) -> Dense(1, sigmoid): one value per "
+                "call, the LSTM state carried from call to call."
+            ),
+            when_to_use=(
+                "Values arrive one at a time (a sensor, a stream of events) and you want a prediction after "
+                "each one without resending the history. Trained on whole sequences like 'lstm'; the service "
+                "keeps each session's state, so many streams share one model."
+            ),
+        ),
+        Architecture(
+            name="td_dense_lstm",
+            input_kind="float",
+            stateful=False,
+            bidirectional=False,
+            param_names=("units", "dense_units"),
+            summary="TimeDistributed(Dense(dense_units)) -> LSTM(units) -> Dense(1, sigmoid) over (max_len, 1).",
+            when_to_use=(
+                "A cheap per-step projection before the recurrent part: the same Dense layer lifts every "
+                "step into a richer feature space, which helps when single raw values are hard for a small "
+                "LSTM to use (scaled, noisy or non-linear signals). Costs more parameters and time than 'lstm'."
+            ),
+        ),
+        Architecture(
+            name="embedding_lstm",
+            input_kind="tokens",
+            stateful=False,
+            bidirectional=False,
+            param_names=("units", "vocab_size", "embedding_dim"),
+            summary="Embedding(vocab_size, embedding_dim) -> LSTM(units) -> Dense(1, sigmoid) over token ids.",
+            when_to_use=(
+                "Your steps are categories (words, event types, product ids) rather than measurements: the "
+                "embedding learns a vector per token. Reads left to right, so it can also stream with sessions."
+            ),
+        ),
+        Architecture(
+            name="embedding_bilstm",
+            input_kind="tokens",
+            stateful=False,
+            bidirectional=True,
+            param_names=("units", "vocab_size", "embedding_dim"),
+            summary=(
+                "Embedding(vocab_size, embedding_dim) -> Bidirectional(LSTM(units)) -> Dense(1, sigmoid) "
+                "over token ids."
+            ),
+            when_to_use=(
+                "Token sequences where context on both sides matters, e.g. a cue near the end that a "
+                "left-to-right LSTM has to carry through many steps. Reads the sequence in both directions, "
+                "so it needs the whole sequence: no per-step sessions, and about twice the recurrent cost."
+            ),
+        ),
+    )
+}
+
+
+def get_architecture(name: str) -> Architecture:
+    """Look an architecture up by name; unknown names are an ``InvalidInput``."""
+    try:
+        return ARCHITECTURES[name]
+    except KeyError:
+        raise InvalidInput(
+            f"Unknown architecture '{name}'.",
+            field="architecture",
+            expected=list(ARCHITECTURES),
+            got=name,
+        ) from None
+
+
+def _sequence_input(arch: Architecture, max_len: int) -> keras.KerasTensor:
+    if arch.input_kind == "tokens":
+        return keras.Input(shape=(max_len,), dtype="int32", name="sequence")
+    return keras.Input(shape=(max_len, 1), dtype="float32", name="sequence")
+
+
+def _front(arch: Architecture, params: ArchParams) -> list[keras.layers.Layer]:
+    if arch.name == "td_dense_lstm":
+        return [keras.layers.TimeDistributed(keras.layers.Dense(params.dense_units), name="project")]
+    if arch.input_kind == "tokens":
+        return [keras.layers.Embedding(params.vocab_size, params.embedding_dim, name="embedding")]
+    return []
+
+
+def _apply(layers: list[keras.layers.Layer], x: Any) -> Any:
+    for layer in layers:
+        x = layer(x)
+    return x
+
+
+def _head() -> keras.layers.Dense:
+    return keras.layers.Dense(1, activation="sigmoid", name="head")
+
+
+def build_sequence_model(arch: Architecture, params: ArchParams) -> keras.Model:
+    """The whole-sequence model: trained for every architecture and served by ``/predict``.
+
+    For ``stateful_lstm`` this is the stateless twin of the seed's stateful model (same weights).
+    """
+    inputs = _sequence_input(arch, params.max_len)
+    x = _apply(_front(arch, params), inputs)
+    if arch.bidirectional:
+        x = keras.layers.Bidirectional(keras.layers.LSTM(params.units), name="bilstm")(x)
+    else:
+        x = keras.layers.LSTM(params.units, name="lstm")(x)
+    return keras.Model(inputs, _head()(x), name=arch.name)
+
+
+def build_stateful_model(params: ArchParams) -> keras.Model:
+    """The seed's stateful model: one value per call, state kept in the layer between calls."""
+    inputs = keras.Input(batch_shape=(1, 1, 1), name="step")
+    x = keras.layers.LSTM(params.units, stateful=True, name="lstm")(inputs)
+    return keras.Model(inputs, _head()(x), name="stateful_lstm")
+
+
+def build_step_model(arch: Architecture, params: ArchParams) -> keras.Model:
+    """Explicit-state step model ``(x_t, h, c) -> (probability, h', c')`` for sessions.
+
+    The state is an input and an output rather than a layer variable, so one set of weights serves any
+    number of sessions, in one batch.
+    """
+    if not arch.supports_sessions:
+        raise InvalidInput(f"Architecture '{arch.name}' has no step model: it reads both directions.")
+    if arch.input_kind == "tokens":
+        x_t = keras.Input(shape=(1,), dtype="int32", name="x_t")
+    else:
+        x_t = keras.Input(shape=(1, 1), dtype="float32", name="x_t")
+    h = keras.Input(shape=(params.units,), name="h")
+    c = keras.Input(shape=(params.units,), name="c")
+    x = _apply(_front(arch, params), x_t)
+    y, h_next, c_next = keras.layers.LSTM(params.units, return_state=True, name="lstm")(x, initial_state=[h, c])
+    model = keras.Model([x_t, h, c], [_head()(y), h_next, c_next], name=f"{arch.name}_step")
+    # Keras' ONNX export refuses a model that has never been called.
+    model([np.zeros((1, *x_t.shape[1:]), x_t.dtype), np.zeros((1, params.units)), np.zeros((1, params.units))])
+    return model
+
+
+def _layer_signature(model: keras.Model) -> tuple[str, ...]:
+    return tuple(type(layer).__name__ for layer in model.layers if not isinstance(layer, keras.layers.InputLayer))
+
+
+_SIGNATURES: dict[tuple[str, ...], str] = {
+    ("LSTM", "Dense"): "lstm",
+    ("TimeDistributed", "LSTM", "Dense"): "td_dense_lstm",
+    ("Embedding", "LSTM", "Dense"): "embedding_lstm",
+    ("Embedding", "Bidirectional", "Dense"): "embedding_bilstm",
+}
+
+
+def identify(model: keras.Model, declared: str | None, max_len: int | None) -> tuple[Architecture, ArchParams]:
+    """Tell which of the five architectures a user's Keras model is, and with which parameters.
+
+    ``declared`` (if given) must agree with what the layers say. ``max_len`` is needed when the model's
+    input has no fixed time dimension (the seed's stateful model, or ``shape=(None, 1)``).
+    """
+    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    signature = _layer_signature(model)
+    name = _SIGNATURES.get(signature)
+    if name == "lstm" and layers[0].stateful:
+        name = "stateful_lstm"
+    if name is None:
+        raise InvalidModelFile(
+            "The model's layers match none of the five architectures.",
+            field="file",
+            expected={arch: " -> ".join(sig) for sig, arch in _SIGNATURES.items()},
+            got=" -> ".join(signature),
+        )
+    if declared is not None and declared != name:
+        raise InvalidModelFile(
+            f"The file holds a '{name}' model, not the declared '{declared}'.",
+            field="architecture",
+            expected=name,
+            got=declared,
+        )
+    arch = ARCHITECTURES[name]
+    recurrent = layers[-2].forward_layer if arch.bidirectional else layers[-2]
+    values: dict[str, int] = {"units": int(recurrent.units)}
+    if arch.input_kind == "tokens":
+        values["vocab_size"] = int(layers[0].input_dim)
+        values["embedding_dim"] = int(layers[0].output_dim)
+    if arch.name == "td_dense_lstm":
+        values["dense_units"] = int(layers[0].layer.units)
+    time_steps = None if arch.stateful else model.input_shape[1]
+    resolved_len = max_len or time_steps
+    if resolved_len is None:
+        raise InvalidModelFile(
+            "The model has no fixed sequence length; send the form field 'max_len'.",
+            field="max_len",
+            expected="a positive integer",
+            got=None,
+        )
+    if time_steps is not None and max_len is not None and max_len != time_steps:
+        raise InvalidModelFile(
+            f"The model's input is {time_steps} steps long, not max_len={max_len}.",
+            field="max_len",
+            expected=time_steps,
+            got=max_len,
+        )
+    return arch, replace(ArchParams(max_len=int(resolved_len)), **values)

@@ -1,0 +1,82 @@
+"""Domain errors. They carry no HTTP knowledge: ``service.errors`` maps each class to a status code."""
+
+from typing import Any
+
+
+class LstmServeError(Exception):
+    """Base class: a machine-readable ``code``, a human sentence and structured ``details``."""
+
+    code = "error"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class InvalidInput(LstmServeError, ValueError):
+    """The caller sent something well-formed JSON but wrong for this model or route."""
+
+    code = "invalid_input"
+
+
+class InvalidModelFile(InvalidInput):
+    """An uploaded file is not a readable Keras 3 model, or not the declared architecture."""
+
+    code = "invalid_model_file"
+
+
+class UnsafeModel(InvalidInput):
+    """An uploaded model would need arbitrary code to deserialize (e.g. a Lambda layer)."""
+
+    code = "unsafe_model"
+
+
+class NotFound(LstmServeError, LookupError):
+    """Base for unknown resources."""
+
+    code = "not_found"
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+
+class VersionNotFound(NotFound):
+    code = "version_not_found"
+
+
+class JobNotFound(NotFound):
+    code = "job_not_found"
+
+
+class SessionNotFound(NotFound):
+    code = "session_not_found"
+
+
+class DatasetNotFound(InvalidInput):
+    code = "dataset_not_found"
+
+
+class Conflict(LstmServeError):
+    """The request is valid but clashes with the resource's current state."""
+
+    code = "conflict"
+
+
+class SessionsUnsupported(Conflict):
+    code = "sessions_unsupported"
+
+
+class JobNotCancellable(Conflict):
+    code = "job_not_cancellable"
+
+
+class ReportNotReady(Conflict):
+    code = "report_not_ready"
+
+
+class CapacityExceeded(LstmServeError):
+    """A configured limit (live sessions, queued jobs) is reached; retry later."""
+
+    code = "capacity_exceeded"

@@ -1,0 +1,86 @@
+"""Importing a user's ``.keras`` file as a new version, without ever running code it carries."""
+
+import io
+import tempfile
+import zipfile
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from models.architectures import Architecture, build_sequence_model, identify
+from models.errors import InvalidModelFile, UnsafeModel
+from models.runtime import PARITY_TOLERANCE, random_inputs
+from models.servable import ModelMeta
+from models.store import ModelStore
+from models.training import artifact_for
+
+
+def _read_keras(content: bytes) -> keras.Model:
+    if not zipfile.is_zipfile(io.BytesIO(content)):
+        raise InvalidModelFile(
+            "The upload is not a Keras 3 '.keras' file (a zip archive).",
+            field="file",
+            expected="a .keras zip archive",
+            got=f"{len(content)} bytes starting {content[:8]!r}",
+        )
+    with tempfile.TemporaryDirectory(prefix="lstm-serve-upload-") as tmp:
+        path = Path(tmp) / "upload.keras"
+        path.write_bytes(content)
+        try:
+            # safe_mode stays on: a Lambda layer's Python code is refused, never deserialized or run.
+            return keras.models.load_model(path, safe_mode=True, compile=False)
+        except Exception as exc:  # noqa: BLE001 - any failure to read the file is the uploader's problem
+            message = str(exc)
+            if "safe_mode" in message or "Lambda" in message:
+                raise UnsafeModel(
+                    "The model holds code (e.g. a Lambda layer) that would run when loaded; it was refused.",
+                    field="file",
+                    got=message[:300],
+                ) from None
+            raise InvalidModelFile(
+                "The file could not be read as a Keras 3 model.", field="file", got=f"{type(exc).__name__}: {message[:300]}"
+            ) from None
+
+
+def _uploaded_output(model: keras.Model, arch: Architecture, inputs: np.ndarray) -> np.ndarray:
+    """The uploaded model's own prediction on ``inputs``; a stateful one is fed step by step."""
+    if not arch.stateful:
+        return np.asarray(model(inputs, training=False))
+    outputs = []
+    for sequence in inputs:
+        for layer in model.layers:
+            if getattr(layer, "stateful", False):
+                layer.reset_state()
+        for value in sequence.reshape(-1):
+            last = model(np.array([[[value]]], np.float32), training=False)
+        outputs.append(np.asarray(last)[0])
+    return np.stack(outputs)
+
+
+def import_model(store: ModelStore, name: str, content: bytes, declared: str | None, max_len: int | None) -> ModelMeta:
+    """Read, identify and verify an uploaded model, then store it as the next version of ``name``.
+
+    The weights are moved into the service's own build of the architecture, which must reproduce the
+    upload's predictions; options the five architectures do not have (other activations, merge modes)
+    therefore fail here instead of being served wrongly.
+    """
+    uploaded = _read_keras(content)
+    arch, params = identify(uploaded, declared, max_len)
+    canonical = build_sequence_model(arch, params)
+    try:
+        canonical.set_weights(uploaded.get_weights())
+    except ValueError as exc:
+        raise InvalidModelFile(f"The weights do not fit a '{arch.name}' model: {exc}", field="file") from None
+    inputs = random_inputs(canonical, 3 if arch.stateful else 8, params.vocab_size, seed=1)[0]
+    difference = float(np.max(np.abs(_uploaded_output(uploaded, arch, inputs) - np.asarray(canonical(inputs)))))
+    if difference > PARITY_TOLERANCE:
+        raise InvalidModelFile(
+            f"The model computes differently from a standard '{arch.name}' (difference {difference:.2e}); "
+            "it uses layer options this service does not serve.",
+            field="file",
+            expected=f"difference <= {PARITY_TOLERANCE}",
+            got=difference,
+        )
+    return store.add(name, arch, params, artifact_for(arch, params, canonical), metrics={}, source="upload")
+

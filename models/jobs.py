@@ -1,0 +1,201 @@
+"""Background jobs (training, comparisons): one worker thread, a bounded queue, records on disk.
+
+Training is CPU-bound and these machines have two cores, so jobs run one at a time off the event loop;
+predictions never wait for them. Each record is rewritten atomically at every change, so ``GET /jobs``
+shows per-epoch progress and a restart still knows every job (unfinished ones are marked failed).
+"""
+
+import json
+import logging
+import os
+import queue
+import secrets
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from models.errors import CapacityExceeded, JobNotCancellable, JobNotFound, LstmServeError
+
+log = logging.getLogger(__name__)
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+FINISHED: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def _empty_history() -> dict[str, list[float]]:
+    return {"loss": [], "accuracy": [], "val_loss": [], "val_accuracy": []}
+
+
+@dataclass
+class Job:
+    """The public record of a job, as ``GET /jobs/{id}`` shows it."""
+
+    job_id: str
+    kind: str
+    model: str | None
+    epochs: int
+    status: JobStatus = "queued"
+    epoch: int = 0
+    history: dict[str, list[float]] = field(default_factory=_empty_history)
+    version: int | None = None
+    error: dict[str, Any] | None = None
+    report: dict[str, Any] | None = None
+    created_at: str = field(default_factory=_now)
+    started_at: str | None = None
+    finished_at: str | None = None
+
+
+class JobCancelled(Exception):
+    """Raised inside a job's work when it notices its cancellation; the job ends ``cancelled``."""
+
+
+class JobContext:
+    """What a running job's work may do: report progress, store results, check for cancellation."""
+
+    def __init__(self, manager: "JobManager", job_id: str) -> None:
+        self._manager = manager
+        self.job_id = job_id
+        self.cancel_requested = threading.Event()
+
+    def update(self, **changes: Any) -> None:
+        """Change fields of the job record (``epoch``, ``history``, ``version``, ``report``)."""
+        self._manager._update(self.job_id, **changes)
+
+    def check_cancelled(self) -> None:
+        """Raise ``JobCancelled`` if a cancel was requested."""
+        if self.cancel_requested.is_set():
+            raise JobCancelled
+
+
+Work = Callable[[JobContext], None]
+
+
+class JobManager:
+    """Queues jobs, runs them one at a time on a worker thread, and keeps their records."""
+
+    def __init__(self, folder: Path, max_queued: int) -> None:
+        self.folder = folder
+        self.max_queued = max_queued
+        self._jobs: dict[str, Job] = {}
+        self._contexts: dict[str, JobContext] = {}
+        self._done = threading.Condition()
+        self._queue: queue.Queue[tuple[str, Work] | None] = queue.Queue()
+        self._worker: threading.Thread | None = None
+
+    def open(self) -> None:
+        """Reload job records; a job a previous process left unfinished is marked failed."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for path in self.folder.glob("*.json"):
+            try:
+                job = Job(**json.loads(path.read_text()))
+            except (ValueError, TypeError):
+                log.warning("Ignoring unreadable job record %s", path)
+                continue
+            if job.status not in FINISHED:
+                job = replace(
+                    job,
+                    status="failed",
+                    finished_at=_now(),
+                    error={"code": "interrupted", "message": "The server stopped before this job finished."},
+                )
+                self._write(job)
+            self._jobs[job.job_id] = job
+        self._worker = threading.Thread(target=self._run, name="job-worker", daemon=True)
+        self._worker.start()
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Cancel queued and running jobs and stop the worker."""
+        for context in list(self._contexts.values()):
+            context.cancel_requested.set()
+        self._queue.put(None)
+        if self._worker is not None:
+            self._worker.join(timeout)
+
+    def submit(self, kind: str, model: str | None, epochs: int, work: Work) -> Job:
+        """Queue ``work``; raises ``CapacityExceeded`` when ``max_queued`` jobs are already waiting."""
+        with self._done:
+            waiting = sum(1 for job in self._jobs.values() if job.status == "queued")
+            if waiting >= self.max_queued:
+                raise CapacityExceeded(
+                    f"{waiting} jobs are already queued; try again when one has started.",
+                    limit=self.max_queued,
+                )
+            job = Job(job_id=secrets.token_hex(8), kind=kind, model=model, epochs=epochs)
+            self._jobs[job.job_id] = job
+            self._contexts[job.job_id] = JobContext(self, job.job_id)
+            self._write(job)
+        self._queue.put((job.job_id, work))
+        return replace(job)
+
+    def get(self, job_id: str) -> Job:
+        """A snapshot of a job's record."""
+        with self._done:
+            job = self._jobs.get(job_id)
+            if job is None:
+                raise JobNotFound(f"No job with id '{job_id}'.", job_id=job_id)
+            return replace(job, history={k: list(v) for k, v in job.history.items()})
+
+    def list(self) -> list[Job]:
+        """Snapshots of every known job, oldest first."""
+        with self._done:
+            return sorted((replace(job) for job in self._jobs.values()), key=lambda job: job.created_at)
+
+    def cancel(self, job_id: str) -> Job:
+        """Cancel a queued job at once, or a running one at its next training batch."""
+        job = self.get(job_id)
+        if job.status in FINISHED:
+            raise JobNotCancellable(f"Job '{job_id}' has already {job.status}.", status=job.status)
+        context = self._contexts.get(job_id)
+        if context is not None:
+            context.cancel_requested.set()
+        if job.status == "queued":
+            self._update(job_id, status="cancelled", finished_at=_now())
+        return self.get(job_id)
+
+    def wait(self, job_id: str, timeout: float | None = None) -> Job:
+        """Block until the job has finished (or ``timeout`` passes); return its record."""
+        with self._done:
+            self._done.wait_for(lambda: self._jobs[job_id].status in FINISHED, timeout)
+        return self.get(job_id)
+
+    def _update(self, job_id: str, **changes: Any) -> None:
+        with self._done:
+            job = replace(self._jobs[job_id], **changes)
+            self._jobs[job_id] = job
+            self._write(job)
+            self._done.notify_all()
+
+    def _write(self, job: Job) -> None:
+        temp = self.folder / f".{job.job_id}.json.tmp"
+        temp.write_text(json.dumps(asdict(job)))
+        os.replace(temp, self.folder / f"{job.job_id}.json")
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            job_id, work = item
+            context = self._contexts[job_id]
+            if self.get(job_id).status != "queued":
+                continue
+            self._update(job_id, status="running", started_at=_now())
+            try:
+                work(context)
+            except JobCancelled:
+                self._update(job_id, status="cancelled", finished_at=_now())
+            except LstmServeError as exc:
+                error = {"code": exc.code, "message": exc.message, "details": exc.details}
+                self._update(job_id, status="failed", finished_at=_now(), error=error)
+            except Exception as exc:  # noqa: BLE001 - a job's failure is reported in its record, not raised
+                log.exception("Job %s failed", job_id)
+                error = {"code": "training_failed", "message": f"{type(exc).__name__}: {exc}"}
+                self._update(job_id, status="failed", finished_at=_now(), error=error)
+            else:
+                self._update(job_id, status="succeeded", finished_at=_now())
+            finally:
+                self._contexts.pop(job_id, None)

@@ -1,0 +1,141 @@
+"""A model version ready to serve: its metadata and its engines, built from a version folder.
+
+A version folder holds ``model.keras`` (the artifact: for ``stateful_lstm`` the seed's stateful
+(1, 1, 1) model), ``meta.json``, and the engines' caches ``predict.onnx`` and ``step.onnx``.
+"""
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from models.architectures import (
+    Architecture,
+    ArchParams,
+    build_sequence_model,
+    build_step_model,
+    get_architecture,
+)
+from models.inputs import Truncate, to_model_input
+from models.runtime import Engine, OnnxEngine, export_engine
+
+log = logging.getLogger(__name__)
+
+ARTIFACT = "model.keras"
+META = "meta.json"
+PREDICT_ENGINE = "predict.onnx"
+STEP_ENGINE = "step.onnx"
+
+
+@dataclass
+class ModelMeta:
+    """What the store knows about one version; written as ``meta.json`` beside the artifact."""
+
+    name: str
+    architecture: str
+    params: dict[str, int]
+    version: int
+    input_kind: str
+    max_len: int
+    created_at: str
+    source: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        """Serialized form for ``meta.json``."""
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def read(cls, path: Path) -> "ModelMeta":
+        """Parse a ``meta.json``."""
+        return cls(**json.loads(path.read_text()))
+
+
+class Servable:
+    """One loaded version: pads and validates inputs, runs the whole-sequence and the step engines."""
+
+    def __init__(self, meta: ModelMeta, predict_engine: Engine, step_engine: Engine | None) -> None:
+        self.meta = meta
+        self.architecture: Architecture = get_architecture(meta.architecture)
+        self.params = ArchParams(**meta.params)
+        self.predict_engine = predict_engine
+        self.step_engine = step_engine
+        self._warm_up()
+
+    @property
+    def backend(self) -> str:
+        """Which runtime serves ``/predict`` for this version."""
+        return self.predict_engine.backend
+
+    def to_input(self, sequences: Sequence[Sequence[float]], truncate: Truncate | None) -> np.ndarray:
+        """Validate, pad and truncate request sequences for this model."""
+        return to_model_input(
+            sequences,
+            input_kind=self.architecture.input_kind,
+            max_len=self.params.max_len,
+            vocab_size=self.params.vocab_size,
+            truncate=truncate,
+        )
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """Probabilities, shape ``(n,)``, for a batch from ``to_input``."""
+        return self.predict_engine.run(batch)[0].reshape(-1)
+
+    def zero_state(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The LSTM state a session starts from: ``(h, c)``, each ``(n, units)`` zeros."""
+        shape = (n, self.params.units)
+        return np.zeros(shape, np.float32), np.zeros(shape, np.float32)
+
+    def step(self, x_t: np.ndarray, h: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One timestep for ``n`` sessions at once: ``x_t`` is ``(n,)``; returns ``(p (n,), h', c')``."""
+        assert self.step_engine is not None, "callers check architecture.supports_sessions"
+        shaped = x_t.reshape(-1, 1) if self.architecture.input_kind == "tokens" else x_t.reshape(-1, 1, 1)
+        p, h_next, c_next = self.step_engine.run(shaped, h, c)
+        return p.reshape(-1), h_next, c_next
+
+    def _warm_up(self) -> None:
+        # The first run of an engine allocates and plans; pay that at load, not on a user's request.
+        zeros = np.zeros((1, self.params.max_len), np.float32)
+        self.predict(self.to_input(zeros.tolist(), None))
+        if self.step_engine is not None:
+            self.step(np.zeros(1, np.float32), *self.zero_state(1))
+
+
+def _export_engines(folder: Path, arch: Architecture, params: ArchParams, weights: list[np.ndarray]) -> tuple[Engine, Engine | None]:
+    """Build the whole-sequence and step models on ``weights`` and export both into ``folder``."""
+    sequence_model = build_sequence_model(arch, params)
+    sequence_model.set_weights(weights)
+    predict_engine = export_engine(sequence_model, folder / PREDICT_ENGINE, params.vocab_size)
+    if not arch.supports_sessions:
+        return predict_engine, None
+    step_model = build_step_model(arch, params)
+    step_model.set_weights(weights)
+    return predict_engine, export_engine(step_model, folder / STEP_ENGINE, params.vocab_size)
+
+
+def write_version(folder: Path, meta: ModelMeta, artifact: keras.Model) -> Servable:
+    """Write a complete version into ``folder`` (a fresh temporary folder) and return it loaded."""
+    artifact.save(folder / ARTIFACT)
+    engines = _export_engines(folder, get_architecture(meta.architecture), ArchParams(**meta.params), artifact.get_weights())
+    meta.extra = {**meta.extra, "backend": engines[0].backend}
+    (folder / META).write_text(meta.to_json())
+    return Servable(meta, *engines)
+
+
+def read_version(folder: Path) -> Servable:
+    """Load a committed version folder, from its ONNX caches when present, else from the artifact."""
+    meta = ModelMeta.read(folder / META)
+    arch = get_architecture(meta.architecture)
+    step_cached = not arch.supports_sessions or (folder / STEP_ENGINE).exists()
+    if (folder / PREDICT_ENGINE).exists() and step_cached:
+        step_engine = OnnxEngine(folder / STEP_ENGINE) if arch.supports_sessions else None
+        return Servable(meta, OnnxEngine(folder / PREDICT_ENGINE), step_engine)
+    log.info("No ONNX cache for %s v%d; building engines from the artifact", meta.name, meta.version)
+    artifact = keras.models.load_model(folder / ARTIFACT, safe_mode=True, compile=False)
+    return Servable(meta, *_export_engines(folder, arch, ArchParams(**meta.params), artifact.get_weights()))

@@ -1,0 +1,153 @@
+"""The model store: versions on disk under ``MODEL_DIR``, loaded and cached for serving.
+
+Layout: ``MODEL_DIR/<name>/<version>/`` holds one complete version (see ``models.servable``). A version
+is written into a hidden temporary folder and renamed into place only once complete, so a crash at any
+moment leaves either the whole version or nothing; a deleted model is renamed away before removal.
+Leftover hidden folders are swept at start-up.
+"""
+
+import logging
+import shutil
+import threading
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import keras
+
+from models.architectures import Architecture, ArchParams
+from models.errors import ModelNotFound, VersionNotFound
+from models.servable import META, ModelMeta, Servable, read_version, write_version
+
+log = logging.getLogger(__name__)
+
+_TEMP_PREFIX = ".tmp-"
+_TRASH_PREFIX = ".trash-"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A model as listed: its latest version's metadata and every version number."""
+
+    latest: ModelMeta
+    versions: list[int]
+
+
+class ModelStore:
+    """Versions on disk plus the loaded ``Servable`` of each version that has been asked for."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.ready = False
+        self._metas: dict[str, dict[int, ModelMeta]] = {}
+        self._servables: dict[tuple[str, int], Servable] = {}
+        self._lock = threading.RLock()
+        self._write_locks: dict[str, threading.Lock] = {}
+
+    def open(self) -> None:
+        """Sweep leftovers of interrupted writes, index every version, load each model's latest."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        for leftover in self.root.glob(f"{_TRASH_PREFIX}*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+        for model_dir in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            for leftover in model_dir.glob(f"{_TEMP_PREFIX}*"):
+                shutil.rmtree(leftover, ignore_errors=True)
+            versions = {}
+            for version_dir in model_dir.iterdir():
+                if version_dir.name.isdigit() and (version_dir / META).exists():
+                    versions[int(version_dir.name)] = ModelMeta.read(version_dir / META)
+            if versions:
+                self._metas[model_dir.name] = versions
+        for name in list(self._metas):
+            try:
+                self.get(name)
+            except Exception:  # noqa: BLE001 - one broken model must not keep the others from serving
+                log.exception("Could not load model %s; it stays listed and fails on use", name)
+        self.ready = True
+        log.info("Model store open at %s: %d model(s)", self.root, len(self._metas))
+
+    def names(self) -> list[str]:
+        """Names of every stored model, sorted."""
+        with self._lock:
+            return sorted(self._metas)
+
+    def info(self, name: str) -> ModelInfo:
+        """Latest metadata and version list of one model."""
+        with self._lock:
+            versions = self._metas.get(name)
+            if not versions:
+                raise ModelNotFound(f"No model named '{name}'.", model=name)
+            return ModelInfo(latest=versions[max(versions)], versions=sorted(versions))
+
+    def get(self, name: str, version: int | None = None) -> Servable:
+        """The servable of a version (default: the latest), loaded on first use and cached."""
+        with self._lock:
+            info = self.info(name)
+            number = info.versions[-1] if version is None else version
+            if number not in info.versions:
+                raise VersionNotFound(
+                    f"Model '{name}' has no version {number}.", field="version", expected=info.versions, got=number
+                )
+            cached = self._servables.get((name, number))
+            if cached is None:
+                cached = read_version(self.root / name / str(number))
+                self._servables[(name, number)] = cached
+            return cached
+
+    def add(
+        self,
+        name: str,
+        arch: Architecture,
+        params: ArchParams,
+        artifact: keras.Model,
+        metrics: dict[str, float],
+        source: str,
+        extra: dict[str, Any] | None = None,
+    ) -> ModelMeta:
+        """Write ``artifact`` as the next version of ``name`` and start serving it; return its metadata."""
+        with self._lock:
+            write_lock = self._write_locks.setdefault(name, threading.Lock())
+        with write_lock:
+            with self._lock:
+                existing = self._metas.get(name, {})
+                version = max(existing, default=0) + 1
+            meta = ModelMeta(
+                name=name,
+                architecture=arch.name,
+                params=arch.relevant_params(params),
+                version=version,
+                input_kind=arch.input_kind,
+                max_len=params.max_len,
+                created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+                source=source,
+                metrics=metrics,
+                extra=extra or {},
+            )
+            model_dir = self.root / name
+            model_dir.mkdir(parents=True, exist_ok=True)
+            temp = model_dir / f"{_TEMP_PREFIX}{uuid.uuid4().hex}"
+            temp.mkdir()
+            try:
+                servable = write_version(temp, meta, artifact)
+                temp.rename(model_dir / str(version))
+            except BaseException:
+                shutil.rmtree(temp, ignore_errors=True)
+                raise
+            with self._lock:
+                self._metas.setdefault(name, {})[version] = servable.meta
+                self._servables[(name, version)] = servable
+            log.info("Stored %s v%d (%s, %s)", name, version, arch.name, servable.backend)
+            return servable.meta
+
+    def delete(self, name: str) -> None:
+        """Remove a model and all its versions; live sessions on it get ``ModelNotFound`` next."""
+        with self._lock:
+            self.info(name)
+            trash = self.root / f"{_TRASH_PREFIX}{name}-{uuid.uuid4().hex}"
+            (self.root / name).rename(trash)
+            del self._metas[name]
+            for key in [key for key in self._servables if key[0] == name]:
+                del self._servables[key]
+        shutil.rmtree(trash, ignore_errors=True)

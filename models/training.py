@@ -1,0 +1,210 @@
+"""Training one architecture on one dataset, as a background job that ends in a stored version."""
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import keras
+import numpy as np
+
+from models.architectures import (
+    Architecture,
+    ArchParams,
+    build_sequence_model,
+    build_stateful_model,
+    get_architecture,
+)
+from models.datasets import get_dataset
+from models.errors import InvalidInput
+from models.inputs import to_model_input
+from models.jobs import JobContext, Work
+from models.store import ModelStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """Model-ready arrays: ``x`` float ``(n, max_len, 1)`` or int ``(n, max_len)``, ``y`` 0/1 ``(n,)``."""
+
+    x: np.ndarray
+    y: np.ndarray
+    source: str
+
+    @property
+    def max_len(self) -> int:
+        """Sequence length the arrays are padded to."""
+        return int(self.x.shape[1])
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """How to fit: the same for every architecture of a comparison."""
+
+    epochs: int = 5
+    batch_size: int = 32
+    validation_split: float = 0.2
+    seed: int = 0
+
+
+@dataclass
+class FitResult:
+    """A fitted whole-sequence model with its per-epoch history and the wall time it took."""
+
+    model: keras.Model
+    history: dict[str, list[float]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def final_metrics(self) -> dict[str, float]:
+        """Last epoch's value of each metric."""
+        return {key: values[-1] for key, values in self.history.items() if values}
+
+
+def resolve_params(arch: Architecture, overrides: dict[str, int], data_max_len: int | None) -> ArchParams:
+    """Defaults, then the caller's overrides; ``max_len`` defaults to the longest training sequence."""
+    max_len = overrides.get("max_len") or data_max_len
+    if max_len is None:
+        raise InvalidInput("Give params.max_len or training data to take it from.", field="params.max_len")
+    known = {key: value for key, value in overrides.items() if key != "max_len" and value is not None}
+    return replace(ArchParams(max_len=max_len), **known)
+
+
+def prepare_user_data(
+    sequences: Sequence[Sequence[float]], labels: Sequence[int], arch: Architecture, params: ArchParams
+) -> TrainingData:
+    """Validate and pad a user's training data for ``arch``."""
+    if len(labels) != len(sequences):
+        raise InvalidInput(
+            "Give one label per sequence.", field="data.labels", expected=len(sequences), got=len(labels)
+        )
+    x = to_model_input(
+        sequences,
+        input_kind=arch.input_kind,
+        max_len=params.max_len,
+        vocab_size=params.vocab_size,
+        field="data.sequences",
+    )
+    return TrainingData(x=x, y=np.asarray(labels, dtype=np.float32), source="request")
+
+
+def prepare_dataset(name: str, arch: Architecture, params: ArchParams, seed: int) -> TrainingData:
+    """Generate a built-in dataset and shape it for ``arch`` (float tasks cannot feed token models)."""
+    dataset = get_dataset(name)
+    x, y = dataset.generate(seed)
+    if dataset.input_kind != arch.input_kind:
+        raise InvalidInput(
+            f"Dataset '{name}' holds {dataset.input_kind} sequences; '{arch.name}' takes {arch.input_kind}.",
+            field="dataset",
+            expected=f"a {arch.input_kind} dataset",
+            got=name,
+        )
+    data = to_model_input(
+        x.tolist(), input_kind=arch.input_kind, max_len=params.max_len, vocab_size=params.vocab_size,
+        truncate="pre", field="dataset",
+    )
+    return TrainingData(x=data, y=y.astype(np.float32), source=f"dataset:{name}")
+
+
+class _Progress(keras.callbacks.Callback):
+    """Publishes each epoch's metrics to the job record and stops at the next batch after a cancel."""
+
+    def __init__(self, context: JobContext, history: dict[str, list[float]]) -> None:
+        super().__init__()
+        self._context = context
+        self._history = history
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        if self._context.cancel_requested.is_set():
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        for key, values in self._history.items():
+            if logs and key in logs:
+                values.append(float(logs[key]))
+        self._context.update(epoch=epoch + 1, history={k: list(v) for k, v in self._history.items()})
+
+
+def fit(arch: Architecture, params: ArchParams, data: TrainingData, settings: FitSettings, context: JobContext) -> FitResult:
+    """Fit the whole-sequence model of ``arch`` with binary cross-entropy and Adam, seeded."""
+    keras.utils.set_random_seed(settings.seed)
+    order = np.random.default_rng(settings.seed).permutation(len(data.y))
+    n_val = int(len(order) * settings.validation_split)
+    if len(order) - n_val < 1:
+        raise InvalidInput(
+            "validation_split leaves no sequence to train on.",
+            field="validation_split",
+            expected=f"< {1 - 1 / len(order):.3f}",
+            got=settings.validation_split,
+        )
+    train_idx, val_idx = order[n_val:], order[:n_val]
+    model = build_sequence_model(arch, params)
+    model.compile(optimizer=keras.optimizers.Adam(), loss="binary_crossentropy", metrics=["accuracy"])
+    history: dict[str, list[float]] = {"loss": [], "accuracy": [], "val_loss": [], "val_accuracy": []}
+    started = time.perf_counter()
+    model.fit(
+        data.x[train_idx],
+        data.y[train_idx],
+        validation_data=(data.x[val_idx], data.y[val_idx]) if n_val else None,
+        epochs=settings.epochs,
+        batch_size=settings.batch_size,
+        verbose=0,
+        callbacks=[_Progress(context, history)],
+    )
+    context.check_cancelled()
+    return FitResult(model=model, history=history, seconds=time.perf_counter() - started)
+
+
+def artifact_for(arch: Architecture, params: ArchParams, model: keras.Model) -> keras.Model:
+    """What gets saved: the trained model, or for ``stateful_lstm`` the seed's stateful twin."""
+    if not arch.stateful:
+        return model
+    twin = build_stateful_model(params)
+    twin.set_weights(model.get_weights())
+    return twin
+
+
+def train_job(
+    store: ModelStore, name: str, arch: Architecture, params: ArchParams, data: TrainingData, settings: FitSettings
+) -> Work:
+    """The work of a ``POST /models/{name}/train`` job: fit, then store a new version."""
+
+    def work(context: JobContext) -> None:
+        result = fit(arch, params, data, settings, context)
+        meta = store.add(
+            name,
+            arch,
+            params,
+            artifact_for(arch, params, result.model),
+            metrics=result.final_metrics(),
+            source=data.source,
+            extra={"epochs": settings.epochs, "train_seconds": round(result.seconds, 3), "seed": settings.seed},
+        )
+        context.update(version=meta.version)
+
+    return work
+
+
+
+def plan_training(
+    store: ModelStore,
+    name: str,
+    architecture: str,
+    overrides: dict[str, int],
+    *,
+    sequences: Sequence[Sequence[float]] | None,
+    labels: Sequence[int] | None,
+    dataset: str | None,
+    settings: FitSettings,
+) -> Work:
+    """Validate a training request up front (so mistakes are a 4xx, not a failed job) and return its work."""
+    arch = get_architecture(architecture)
+    if dataset is not None:
+        params = resolve_params(arch, overrides, get_dataset(dataset).max_len)
+        data = prepare_dataset(dataset, arch, params, settings.seed)
+    else:
+        assert sequences is not None and labels is not None, "the request schema demands data or dataset"
+        params = resolve_params(arch, overrides, max(len(s) for s in sequences))
+        data = prepare_user_data(sequences, labels, arch, params)
+    return train_job(store, name, arch, params, data, settings)

@@ -1,0 +1,35 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from collections import Counter
+
+from fastapi import APIRouter, Response
+
+from service.deps import JobsDep, MetricsDep, StoreDep
+from service.schemas import HealthStatus
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/health/live")
+def live() -> HealthStatus:
+    """The process is up."""
+    return HealthStatus(status="ok")
+
+
+@router.get("/health/ready", responses={503: {"model": HealthStatus}})
+def ready(store: StoreDep, response: Response) -> HealthStatus:
+    """Ready once the model store is loaded."""
+    if not store.ready:
+        response.status_code = 503
+        return HealthStatus(status="loading")
+    return HealthStatus(status="ok")
+
+
+@router.get("/metrics", response_class=Response)
+def metrics(metrics: MetricsDep, store: StoreDep, jobs: JobsDep) -> Response:
+    """Prometheus text format."""
+    metrics.models.set(len(store.names()))
+    counts = Counter(job.status for job in jobs.list())
+    for status in ("queued", "running", "succeeded", "failed", "cancelled"):
+        metrics.jobs.labels(status).set(counts.get(status, 0))
+    return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

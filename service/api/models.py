@@ -1,0 +1,114 @@
+"""Models: train, upload, list, describe, delete, predict."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Response, UploadFile
+
+from models.importing import import_model
+from models.store import ModelInfo
+from models.training import FitSettings, plan_training
+from models.errors import InvalidInput
+from service.deps import JobsDep, MetricsDep, ModelName, SettingsDep, StoreDep, WriteAccess
+from service.schemas import (
+    ArchitectureName,
+    ErrorResponse,
+    JobAccepted,
+    ModelPublic,
+    Prediction,
+    PredictRequest,
+    PredictResponse,
+    TrainRequest,
+)
+
+router = APIRouter(tags=["models"], responses={404: {"model": ErrorResponse}, 422: {"model": ErrorResponse}})
+
+
+def model_public(info: ModelInfo) -> ModelPublic:
+    """The public description of a model: its latest version plus the version list."""
+    meta = info.latest
+    return ModelPublic(
+        name=meta.name,
+        architecture=meta.architecture,
+        params=meta.params,
+        version=meta.version,
+        versions=info.versions,
+        input_kind=meta.input_kind,
+        max_len=meta.max_len,
+        metrics=meta.metrics,
+        created_at=meta.created_at,
+        source=meta.source,
+        backend=meta.extra.get("backend"),
+    )
+
+
+@router.post("/models/{name}/train", status_code=202, dependencies=[WriteAccess])
+def train_model(name: ModelName, body: TrainRequest, jobs: JobsDep, store: StoreDep, settings: SettingsDep) -> JobAccepted:
+    """Train a new version of a model in the background; poll the returned job."""
+    if body.epochs > settings.max_epochs:
+        raise InvalidInput(
+            f"At most {settings.max_epochs} epochs per job.", field="epochs", expected=f"<= {settings.max_epochs}", got=body.epochs
+        )
+    work = plan_training(
+        store,
+        name,
+        body.architecture,
+        body.params.model_dump(exclude_none=True),
+        sequences=body.data.sequences if body.data else None,
+        labels=body.data.labels if body.data else None,
+        dataset=body.dataset,
+        settings=FitSettings(body.epochs, body.batch_size, body.validation_split, body.seed),
+    )
+    job = jobs.submit("train", name, body.epochs, work)
+    return JobAccepted(job_id=job.job_id, model=name, status=job.status)
+
+
+@router.post("/models/{name}/load", status_code=201, dependencies=[WriteAccess])
+def load_model(
+    name: ModelName,
+    store: StoreDep,
+    file: Annotated[UploadFile, File(description="A Keras 3 .keras file")],
+    architecture: Annotated[ArchitectureName | None, Form()] = None,
+    max_len: Annotated[int | None, Form(ge=1, le=10_000, description="Needed when the model has no fixed length")] = None,
+) -> ModelPublic:
+    """Upload a saved Keras 3 model as the next version; unsafe content is refused, never run."""
+    meta = import_model(store, name, file.file.read(), architecture, max_len)
+    return model_public(store.info(meta.name))
+
+
+@router.get("/models")
+def list_models(store: StoreDep) -> list[ModelPublic]:
+    """Every stored model with its latest version."""
+    return [model_public(store.info(name)) for name in store.names()]
+
+
+@router.get("/models/{name}")
+def get_model(name: ModelName, store: StoreDep) -> ModelPublic:
+    """One model: architecture, parameters, versions and training metrics."""
+    return model_public(store.info(name))
+
+
+@router.delete("/models/{name}", status_code=204, dependencies=[WriteAccess])
+def delete_model(name: ModelName, store: StoreDep) -> Response:
+    """Delete a model and all its versions."""
+    store.delete(name)
+    return Response(status_code=204)
+
+
+@router.post("/models/{name}/predict")
+def predict(name: ModelName, body: PredictRequest, store: StoreDep, settings: SettingsDep, metrics: MetricsDep) -> PredictResponse:
+    """Probability and label for each sequence, in order; short sequences are pre-padded with 0."""
+    if len(body.sequences) > settings.max_sequences_per_request:
+        raise InvalidInput(
+            "Too many sequences in one request.",
+            field="sequences",
+            expected=f"at most {settings.max_sequences_per_request}",
+            got=len(body.sequences),
+        )
+    servable = store.get(name, body.version)
+    probabilities = servable.predict(servable.to_input(body.sequences, body.truncate))
+    metrics.predicted.labels(name).inc(len(probabilities))
+    return PredictResponse(
+        model=name,
+        version=servable.meta.version,
+        predictions=[Prediction(probability=float(p), label=int(p >= 0.5)) for p in probabilities],
+    )

@@ -1,0 +1,75 @@
+"""The ASGI application: ``create_app`` wires settings, the model store, jobs and routes together."""
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+from fastapi import FastAPI
+
+from models.jobs import JobManager
+from models.store import ModelStore
+from models.training import FitSettings, plan_training
+from service.api import catalog, health, jobs, models
+from service.config import Settings, get_settings
+from service.deps import ReadAccess
+from service.errors import install_error_handlers
+from service.limits import BodySizeLimit
+from service.metrics import Metrics, MetricsMiddleware
+
+log = logging.getLogger(__name__)
+
+DEMO_MODEL = "demo"
+
+
+def _ensure_demo_model(store: ModelStore, manager: JobManager) -> None:
+    """Train a small model at first start so a new user's first ``/predict`` works."""
+    if DEMO_MODEL in store.names():
+        return
+    log.info("Training the '%s' model (lstm on noisy_trend) for first use", DEMO_MODEL)
+    work = plan_training(
+        store, DEMO_MODEL, "lstm", {}, sequences=None, labels=None, dataset="noisy_trend",
+        settings=FitSettings(epochs=5),
+    )
+    job = manager.wait(manager.submit("train", DEMO_MODEL, 5, work).job_id)
+    log.info("Demo model: %s", job.status)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; everything stateful is created in its lifespan and reached through ``Depends``."""
+    settings = settings or get_settings()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store = ModelStore(settings.model_dir)
+        manager = JobManager(settings.model_dir / ".jobs", settings.max_queued_jobs)
+        app.state.settings = settings
+        app.state.metrics = metrics
+        app.state.store = store
+        app.state.jobs = manager
+        await anyio.to_thread.run_sync(store.open)
+        manager.open()
+        if settings.demo_model:
+            await anyio.to_thread.run_sync(_ensure_demo_model, store, manager)
+        try:
+            yield
+        finally:
+            await anyio.to_thread.run_sync(manager.close)
+
+    app = FastAPI(
+        title="lstm-serve",
+        version="0.1.0",
+        summary="Train, compare and serve five Keras LSTM architectures for binary sequence classification.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.include_router(health.router)
+    for router in (catalog.router, models.router, jobs.router):
+        app.include_router(router, dependencies=[ReadAccess])
+    return app
+
+
+app = create_app()

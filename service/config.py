@@ -1,0 +1,32 @@
+"""All settings, read once from environment variables (or a ``.env`` file)."""
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; each field is the upper-case environment variable of its name."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    model_dir: Path = Path("var/models")
+    session_store: str = Field("memory", description="'memory' or a redis:// URL")
+    api_key: str | None = None
+    api_key_all: bool = False
+    max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    max_sequences_per_request: int = Field(10_000, ge=1)
+    max_queued_jobs: int = Field(16, ge=1)
+    max_epochs: int = Field(200, ge=1)
+    max_sessions: int = Field(100_000, ge=1)
+    session_ttl_s: int = Field(600, ge=1)
+    demo_model: bool = Field(True, description="Train the 'demo' model at first start if the store is empty")
+    log_level: str = "info"
+
+
+def get_settings() -> Settings:
+    """A fresh ``Settings`` from the current environment."""
+    return Settings()

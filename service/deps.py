@@ -1,0 +1,59 @@
+"""FastAPI dependencies: the objects the lifespan built, handed to routes as ``Annotated`` aliases."""
+
+import secrets
+from typing import Annotated
+
+from fastapi import Depends, Path, Request
+
+from models.jobs import JobManager
+from models.store import ModelStore
+from service.config import Settings
+from service.errors import Unauthorized
+from service.metrics import Metrics
+from service.schemas import NAME_PATTERN
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_store(request: Request) -> ModelStore:
+    return request.app.state.store
+
+
+def get_jobs(request: Request) -> JobManager:
+    return request.app.state.jobs
+
+
+def get_metrics(request: Request) -> Metrics:
+    return request.app.state.metrics
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+StoreDep = Annotated[ModelStore, Depends(get_store)]
+JobsDep = Annotated[JobManager, Depends(get_jobs)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+
+ModelName = Annotated[str, Path(pattern=NAME_PATTERN, description="Model name", examples=["demo"])]
+
+
+def _check_bearer(request: Request, key: str) -> None:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not secrets.compare_digest(token.encode(), key.encode()):
+        raise Unauthorized
+
+
+def require_write_access(request: Request, settings: SettingsDep) -> None:
+    """State-changing routes need the bearer token whenever ``API_KEY`` is set."""
+    if settings.api_key:
+        _check_bearer(request, settings.api_key)
+
+
+def require_read_access(request: Request, settings: SettingsDep) -> None:
+    """Reads, predictions and sessions need it only when ``API_KEY_ALL`` is on too."""
+    if settings.api_key and settings.api_key_all:
+        _check_bearer(request, settings.api_key)
+
+
+WriteAccess = Depends(require_write_access)
+ReadAccess = Depends(require_read_access)

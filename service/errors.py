@@ -1,0 +1,114 @@
+"""The one place where errors become HTTP responses.
+
+Native routes answer ``{"error": {"code", "message", "details"}}``; the TF Serving (``/v1/``) and
+KServe V2 (``/v2/``) compatibility routes answer ``{"error": "<message>"}`` as those protocols do.
+"""
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from models.errors import CapacityExceeded, Conflict, InvalidInput, LstmServeError, NotFound
+
+log = logging.getLogger(__name__)
+
+_STATUS: list[tuple[type[LstmServeError], int]] = [
+    (NotFound, 404),
+    (InvalidInput, 422),
+    (Conflict, 409),
+    (CapacityExceeded, 429),
+]
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+class Unauthorized(Exception):
+    """A state-changing route was called without the right bearer token."""
+
+
+def status_for(exc: LstmServeError) -> int:
+    """HTTP status of a domain error."""
+    for cls, status in _STATUS:
+        if isinstance(exc, cls):
+            return status
+    return 500
+
+
+def error_response(request: Request, status: int, code: str, message: str, details: dict[str, Any] | None = None) -> JSONResponse:
+    """The error body in the format of the protocol the request was made in."""
+    path = request.url.path
+    if path.startswith(("/v1/", "/v2/")):
+        return JSONResponse({"error": message}, status_code=status)
+    body = {"error": {"code": code, "message": message, "details": details or {}}}
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _shorten(value: Any) -> Any:
+    """Echo what was sent, but never a whole large payload back."""
+    if isinstance(value, (list, dict)) and len(value) > 8:
+        return f"<{type(value).__name__} of {len(value)} items>"
+    if isinstance(value, str) and len(value) > 200:
+        return value[:200] + "…"
+    if isinstance(value, float) and value != value:
+        return "NaN"
+    if isinstance(value, float) and value in (float("inf"), float("-inf")):
+        return str(value)
+    return value
+
+
+def _field_name(loc: tuple[int | str, ...]) -> str:
+    parts = list(loc[1:] if loc and loc[0] in ("body", "path", "query", "form") else loc)
+    name = ""
+    for part in parts:
+        name += f"[{part}]" if isinstance(part, int) else (f".{part}" if name else str(part))
+    return name or str(loc[0] if loc else "body")
+
+
+def validation_details(errors: list[dict[str, Any]]) -> dict[str, Any]:
+    """``{field, expected, got}`` of the first problem, then every problem in ``errors``."""
+    problems = [
+        {"field": _field_name(tuple(e.get("loc", ()))), "expected": e.get("msg", ""), "got": _shorten(e.get("input"))}
+        for e in errors
+    ]
+    return {**problems[0], "errors": problems[:20]} if problems else {}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register one handler per error family on ``app``."""
+
+    @app.exception_handler(LstmServeError)
+    async def domain_error(request: Request, exc: LstmServeError) -> JSONResponse:
+        details = {k: _shorten(v) for k, v in exc.details.items()}
+        return error_response(request, status_for(exc), exc.code, exc.message, details)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        details = validation_details(list(exc.errors()))
+        message = f"Invalid request: {details.get('field', 'body')}: {details.get('expected', 'invalid value')}."
+        return error_response(request, 422, "validation_error", message, details)
+
+    @app.exception_handler(Unauthorized)
+    async def unauthorized(request: Request, exc: Unauthorized) -> JSONResponse:
+        return error_response(request, 401, "unauthorized", "Send 'Authorization: Bearer <API_KEY>' for this route.")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        return error_response(request, exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("Unhandled error on %s %s", request.method, request.url.path)
+        return error_response(request, 500, "internal_error", "An unexpected error occurred; it has been logged.")

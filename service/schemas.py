@@ -1,0 +1,145 @@
+"""Pydantic models for every request and response body, named for their role."""
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from models.architectures import ARCHITECTURES
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+
+ArchitectureName = Literal["lstm", "stateful_lstm", "td_dense_lstm", "embedding_lstm", "embedding_bilstm"]
+assert set(ArchitectureName.__args__) == set(ARCHITECTURES), "schema and registry must list the same names"
+
+#: A JSON number that is finite; strings and booleans are refused rather than coerced.
+FiniteNumber = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+Sequences = Annotated[list[list[FiniteNumber]], Field(min_length=1)]
+
+
+class RequestModel(BaseModel):
+    """Request bodies refuse unknown fields, so a misspelt option is an error rather than ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(examples=["model_not_found"])
+    message: str
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+class ArchitecturePublic(BaseModel):
+    name: ArchitectureName
+    input_kind: Literal["float", "tokens"]
+    stateful: bool
+    supports_sessions: bool
+    summary: str
+    when_to_use: str
+    default_params: dict[str, int]
+
+
+class DatasetPublic(BaseModel):
+    name: str
+    input_kind: Literal["float", "tokens"]
+    description: str
+    n_sequences: int
+    max_len: int
+    vocab_size: int | None
+
+
+class ParamsIn(RequestModel):
+    """Hyper-parameters; omitted ones take the defaults, ``max_len`` the longest training sequence."""
+
+    max_len: int | None = Field(None, ge=1, le=10_000)
+    units: int | None = Field(None, ge=1, le=1024)
+    vocab_size: int | None = Field(None, ge=2, le=1_000_000)
+    embedding_dim: int | None = Field(None, ge=1, le=1024)
+    dense_units: int | None = Field(None, ge=1, le=1024)
+
+
+class TrainingDataIn(RequestModel):
+    sequences: Annotated[list[list[FiniteNumber]], Field(min_length=2)]
+    labels: Annotated[list[Literal[0, 1]], Field(min_length=2)]
+
+
+class FitOptions(RequestModel):
+    """Where the data comes from and how to fit; shared by training and comparisons."""
+
+    data: TrainingDataIn | None = None
+    dataset: str | None = Field(None, examples=["noisy_trend"])
+    params: ParamsIn = Field(default_factory=ParamsIn)
+    epochs: int = Field(5, ge=1)
+    batch_size: int = Field(32, ge=1, le=4096)
+    validation_split: float = Field(0.2, ge=0.0, lt=1.0)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+
+    @model_validator(mode="after")
+    def _one_data_source(self) -> "FitOptions":
+        if (self.data is None) == (self.dataset is None):
+            raise ValueError("give exactly one of 'data' and 'dataset'")
+        return self
+
+
+class TrainRequest(FitOptions):
+    architecture: ArchitectureName = "lstm"
+
+
+class JobAccepted(BaseModel):
+    job_id: str
+    model: str | None
+    status: str
+
+
+class JobPublic(BaseModel):
+    job_id: str
+    kind: str
+    model: str | None
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    epoch: int
+    epochs: int
+    history: dict[str, list[float]]
+    version: int | None
+    error: dict[str, Any] | None
+    report: dict[str, Any] | None = None
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+
+
+class ModelPublic(BaseModel):
+    name: str
+    architecture: ArchitectureName
+    params: dict[str, int]
+    version: int
+    versions: list[int]
+    input_kind: Literal["float", "tokens"]
+    max_len: int
+    metrics: dict[str, float]
+    created_at: str
+    source: str
+    backend: str | None = None
+
+
+class PredictRequest(RequestModel):
+    sequences: Sequences = Field(examples=[[[0.1, 0.5, -0.2], [0.3]]])
+    version: int | None = Field(None, ge=1)
+    truncate: Literal["pre", "post"] | None = None
+
+
+class Prediction(BaseModel):
+    probability: float
+    label: Literal[0, 1]
+
+
+class PredictResponse(BaseModel):
+    model: str
+    version: int
+    predictions: list[Prediction]
+
+
+class HealthStatus(BaseModel):
+    status: Literal["ok", "loading"]
