@@ -193,11 +193,21 @@ def build_sequence_model(arch: Architecture, params: ArchParams) -> keras.Model:
     return keras.Model(inputs, _head()(x), name=arch.name)
 
 
-def build_stateful_model(params: ArchParams) -> keras.Model:
-    """The seed's stateful model: one value per call, state kept in the layer between calls."""
-    inputs = keras.Input(batch_shape=(1, 1, 1), name="step")
-    x = keras.layers.LSTM(params.units, stateful=True, name="lstm")(inputs)
-    return keras.Model(inputs, _head()(x), name="stateful_lstm")
+def build_stateful_model(arch: Architecture, params: ArchParams) -> keras.Model:
+    """The seed's stateful model: one value per call with batch shape (1, 1, 1), state kept in the layer.
+
+    For ``stateful_lstm`` this is the saved artifact; for the other unidirectional architectures it is
+    the reference that per-session stepping is tested against.
+    """
+    if not arch.supports_sessions:
+        raise InvalidInput(f"Architecture '{arch.name}' has no stateful form: it reads both directions.")
+    if arch.input_kind == "tokens":
+        inputs = keras.Input(batch_shape=(1, 1), dtype="int32", name="step")
+    else:
+        inputs = keras.Input(batch_shape=(1, 1, 1), name="step")
+    x = _apply(_front(arch, params), inputs)
+    x = keras.layers.LSTM(params.units, stateful=True, name="lstm")(x)
+    return keras.Model(inputs, _head()(x), name=f"{arch.name}_stateful")
 
 
 def build_step_model(arch: Architecture, params: ArchParams) -> keras.Model:

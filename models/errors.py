@@ -68,6 +68,12 @@ class SessionsUnsupported(Conflict):
     code = "sessions_unsupported"
 
 
+class SessionBusy(Conflict):
+    """Another step held the session's lock for longer than the lock timeout."""
+
+    code = "session_busy"
+
+
 class JobNotCancellable(Conflict):
     code = "job_not_cancellable"
 

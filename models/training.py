@@ -160,7 +160,7 @@ def artifact_for(arch: Architecture, params: ArchParams, model: keras.Model) -> 
     """What gets saved: the trained model, or for ``stateful_lstm`` the seed's stateful twin."""
     if not arch.stateful:
         return model
-    twin = build_stateful_model(params)
+    twin = build_stateful_model(arch, params)
     twin.set_weights(model.get_weights())
     return twin
 

@@ -7,10 +7,13 @@ from contextlib import asynccontextmanager
 import anyio
 from fastapi import FastAPI
 
+from models.batching import StepBatcher
 from models.jobs import JobManager
+from models.sessions import open_session_store
+from models.stepping import SessionService
 from models.store import ModelStore
 from models.training import FitSettings, plan_training
-from service.api import catalog, health, jobs, models
+from service.api import catalog, health, jobs, models, sessions
 from service.config import Settings, get_settings
 from service.deps import ReadAccess
 from service.errors import install_error_handlers
@@ -52,9 +55,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         manager.open()
         if settings.demo_model:
             await anyio.to_thread.run_sync(_ensure_demo_model, store, manager)
+        batcher = StepBatcher(settings.step_batch_max, settings.step_batch_timeout_us / 1e6)
+        app.state.sessions = SessionService(
+            open_session_store(settings.session_store, settings.session_key_prefix),
+            store,
+            batcher,
+            default_ttl_s=settings.session_ttl_s,
+            max_sessions=settings.max_sessions,
+        )
         try:
-            yield
+            async with anyio.create_task_group() as background:
+                background.start_soon(app.state.sessions.reap_forever, settings.session_reap_interval_s)
+                yield
+                background.cancel_scope.cancel()
         finally:
+            batcher.close()
+            await app.state.sessions.store.close()
             await anyio.to_thread.run_sync(manager.close)
 
     app = FastAPI(
@@ -67,7 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.include_router(health.router)
-    for router in (catalog.router, models.router, jobs.router):
+    for router in (catalog.router, models.router, jobs.router, sessions.router):
         app.include_router(router, dependencies=[ReadAccess])
     return app
 

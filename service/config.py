@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -22,9 +22,20 @@ class Settings(BaseSettings):
     max_queued_jobs: int = Field(16, ge=1)
     max_epochs: int = Field(200, ge=1)
     max_sessions: int = Field(100_000, ge=1)
-    session_ttl_s: int = Field(600, ge=1)
+    session_ttl_s: int = Field(600, ge=1, description="Default idle time before a session expires")
+    session_key_prefix: str = Field("lstm-serve:", description="Prefix of every Redis key the service writes")
+    session_reap_interval_s: float = Field(5.0, gt=0)
+    step_batch_max: int = Field(256, ge=1, description="Most sessions computed in one step batch")
+    step_batch_timeout_us: int = Field(0, ge=0, description="Longest a step waits for others to join its batch")
     demo_model: bool = Field(True, description="Train the 'demo' model at first start if the store is empty")
     log_level: str = "info"
+
+    @field_validator("session_store")
+    @classmethod
+    def _known_store(cls, value: str) -> str:
+        if value != "memory" and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("SESSION_STORE must be 'memory' or a redis://, rediss:// or unix:// URL")
+        return value
 
 
 def get_settings() -> Settings:

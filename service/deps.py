@@ -6,6 +6,7 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 
 from models.jobs import JobManager
+from models.stepping import SessionService
 from models.store import ModelStore
 from service.config import Settings
 from service.errors import Unauthorized
@@ -29,10 +30,15 @@ def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
+def get_sessions(request: Request) -> SessionService:
+    return request.app.state.sessions
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[ModelStore, Depends(get_store)]
 JobsDep = Annotated[JobManager, Depends(get_jobs)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+SessionsDep = Annotated[SessionService, Depends(get_sessions)]
 
 ModelName = Annotated[str, Path(pattern=NAME_PATTERN, description="Model name", examples=["demo"])]
 

@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from models.errors import CapacityExceeded, Conflict, InvalidInput, LstmServeError, NotFound
@@ -107,6 +108,13 @@ def install_error_handlers(app: FastAPI) -> None:
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         return error_response(request, exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(RedisError)
+    async def session_store_down(request: Request, exc: RedisError) -> JSONResponse:
+        log.warning("Session store error on %s: %s", request.url.path, exc)
+        return error_response(
+            request, 503, "session_store_unavailable", "The session store (Redis) did not answer; retry shortly."
+        )
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -143,3 +143,28 @@ class PredictResponse(BaseModel):
 
 class HealthStatus(BaseModel):
     status: Literal["ok", "loading"]
+
+
+class SessionCreate(RequestModel):
+    ttl_s: int | None = Field(None, ge=1, le=7 * 24 * 3600, description="Idle seconds before expiry")
+    version: int | None = Field(None, ge=1, description="Model version to pin (default: latest)")
+
+
+class SessionPublic(BaseModel):
+    session_id: str
+    model: str
+    version: int
+    steps_seen: int
+    ttl_s: int
+    expires_at: str
+
+
+class StepRequest(RequestModel):
+    values: Annotated[list[FiniteNumber], Field(min_length=1, max_length=100_000)] = Field(examples=[[0.1, 0.4]])
+
+
+class StepResponse(BaseModel):
+    session_id: str
+    steps_seen: int
+    probabilities: list[float]
+    probability: float

@@ -1,0 +1,96 @@
+"""The session data plane: create, step, reset and end per-session LSTM state.
+
+A session is pinned to the model version it started on; its state lives in a ``SessionStore`` and is
+advanced by the version's explicit-state step engine through the ``StepBatcher``. One set of weights
+therefore serves any number of sessions, and a retrained model never disturbs a live session.
+"""
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+
+import numpy as np
+
+from models.batching import StepBatcher
+from models.errors import SessionsUnsupported
+from models.inputs import to_step_input
+from models.sessions import SessionRecord, SessionStore, decode_state, encode_state, new_session_id
+from models.store import ModelStore
+
+log = logging.getLogger(__name__)
+
+
+class SessionService:
+    """Session operations over a session store, the model store and the step batcher."""
+
+    def __init__(
+        self, store: SessionStore, models: ModelStore, batcher: StepBatcher, *, default_ttl_s: int, max_sessions: int
+    ) -> None:
+        self.store = store
+        self.models = models
+        self.batcher = batcher
+        self.default_ttl_s = default_ttl_s
+        self.max_sessions = max_sessions
+
+    async def create(self, model: str, ttl_s: int | None = None, version: int | None = None) -> SessionRecord:
+        """Start a session at the zero state on ``version`` (default: the latest) of ``model``."""
+        servable = self.models.get(model, version)
+        arch = servable.architecture
+        if not arch.supports_sessions:
+            raise SessionsUnsupported(
+                f"'{arch.name}' is bidirectional: its backward pass needs the whole sequence, so it cannot "
+                "be stepped one value at a time. Use /predict, or a unidirectional architecture for sessions.",
+                model=model,
+                architecture=arch.name,
+            )
+        ttl = ttl_s or self.default_ttl_s
+        record = SessionRecord(
+            session_id=new_session_id(),
+            model=model,
+            version=servable.meta.version,
+            ttl_s=ttl,
+            expires_at=time.time() + ttl,
+        )
+        await self.store.create(record, self.max_sessions)
+        return record
+
+    async def get(self, session_id: str) -> SessionRecord:
+        """The session's record."""
+        return await self.store.get(session_id)
+
+    async def step(self, session_id: str, values: Sequence[float]) -> tuple[SessionRecord, np.ndarray]:
+        """Feed ``values`` in order; return the updated record and the probability after each value."""
+        async with self.store.locked(session_id) as record:
+            servable = self.models.get(record.model, record.version)
+            x = to_step_input(values, input_kind=servable.architecture.input_kind, vocab_size=servable.params.vocab_size)
+            h, c = decode_state(record.state, servable.params.units)
+            probabilities, h, c = await self.batcher.step(servable, x, h, c)
+            record = replace(record, steps_seen=record.steps_seen + len(x), state=encode_state(h, c))
+            await self.store.save(record)
+        return record.touched(time.time()), probabilities
+
+    async def reset(self, session_id: str) -> SessionRecord:
+        """Back to the zero state with ``steps_seen`` 0."""
+        async with self.store.locked(session_id) as record:
+            record = replace(record, steps_seen=0, state=b"")
+            await self.store.save(record)
+        return record.touched(time.time())
+
+    async def delete(self, session_id: str) -> None:
+        """End a session."""
+        async with self.store.locked(session_id):
+            await self.store.delete(session_id)
+
+    async def reap_forever(self, interval_s: float) -> None:
+        """Drop expired sessions every ``interval_s`` until cancelled."""
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                reaped = await self.store.reap()
+            except Exception:  # noqa: BLE001 - a failed sweep (e.g. Redis restarting) is retried next time
+                log.exception("Session reaper failed")
+                continue
+            if reaped:
+                log.info("Reaped %d expired session(s)", reaped)
