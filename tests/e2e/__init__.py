@@ -1,0 +1,1 @@
+"""End-to-end tests: real ``python -m service`` processes driven over HTTP."""
