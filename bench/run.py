@@ -1,0 +1,613 @@
+"""Benchmark lstm-serve side by side with a naive Keras server and a do-nothing FastAPI server.
+
+One command, from the repository root::
+
+    .venv/bin/python bench/run.py [--duration 10] [--repeats 3] [--quick]
+
+It trains one ``lstm`` model (units 10, max_len 50) through lstm-serve's own HTTP API in a temporary
+MODEL_DIR, then starts three real uvicorn processes (one worker each) on free loopback ports:
+
+* ``lstm-serve``  - ``python -m service`` (ONNX Runtime),
+* ``naive``       - ``bench.naive_server``: ``keras.models.load_model`` + ``model.predict`` per request,
+* ``null``        - ``bench.null_server``: parses the body, returns a constant (the HTTP ceiling),
+
+and drives each with the same closed-loop ``wrk`` load (one 50-step float sequence per request) at
+1, 8 and 32 connections. Rounds are interleaved (every server at every connection count, then again),
+so slow drifts of this shared machine hit every server alike; each cell reports the median over rounds.
+Then it steps 256 sessions round-robin on lstm-serve, and measures session memory on a fresh process.
+Results go to stdout and ``bench/results.md``. Every process started here is killed in a ``finally``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results.md"
+MODEL_NAME = "bench"
+MAX_LEN = 50
+UNITS = 10
+READY_TIMEOUT_S = 180.0
+JOB_TIMEOUT_S = 300.0
+
+#: The one request body every predict benchmark sends: a single 50-step float sequence.
+SEQUENCE = [round(0.8 * math.sin(i / 4.0) + 0.01 * i, 4) for i in range(MAX_LEN)]
+PREDICT_BODY = json.dumps({"sequences": [SEQUENCE]}, separators=(",", ":"))
+STEP_BODY = json.dumps({"values": [0.5]}, separators=(",", ":"))
+
+# --------------------------------------------------------------------------------------------------
+# wrk scripts. ``done`` prints one JSON line that run.py parses (latencies are in microseconds).
+
+_WRK_DONE = r"""
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '\nBENCH_JSON {"requests":%d,"duration_us":%d,"bytes":%d,"p50_us":%d,"p90_us":%d,"p99_us":%d,' ..
+    '"max_us":%d,"mean_us":%f,"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d}\n',
+    summary.requests, summary.duration, summary.bytes,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max, latency.mean,
+    e.connect, e.read, e.write, e.status, e.timeout))
+end
+"""
+
+_PREDICT_LUA = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = [==[@BODY@]==]
+""" + _WRK_DONE
+
+#: Round-robin over the session ids in ``ids.lua``; wrk thread k of n takes ids k, k+n, k+2n, ... so two
+#: threads never step the same session at once.
+_STEP_LUA = """
+local ids = dofile([==[@IDS@]==])
+local threads = {}
+local next_tid = 0
+setup = function(thread)
+  thread:set("tid", next_tid)
+  next_tid = next_tid + 1
+  table.insert(threads, thread)
+end
+local headers = {["Content-Type"] = "application/json"}
+local body = [==[@BODY@]==]
+local i = 0
+local stride = 1
+init = function(args)
+  i = tonumber(tid) or 0
+  stride = @NTHREADS@
+end
+request = function()
+  local id = ids[(i % #ids) + 1]
+  i = i + stride
+  return wrk.format("POST", "/sessions/" .. id .. "/step", headers, body)
+end
+""" + _WRK_DONE
+
+
+# --------------------------------------------------------------------------------------------------
+# Processes
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """One uvicorn process (own process group), its log in a file, an httpx client on its port."""
+
+    def __init__(self, label: str, argv: list[str], env: dict[str, str], workdir: Path) -> None:
+        self.label = label
+        self.port = int(env["PORT"])
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = workdir / f"{label}-{self.port}.log"
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            argv, env=env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self.http = httpx.Client(base_url=self.url, timeout=60.0)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def wait_ready(self, path: str = "/health/ready", timeout: float = READY_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.label} exited with {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                if self.http.get(path, timeout=2.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.25)
+        raise RuntimeError(f"{self.label} not ready after {timeout} s:\n{self.log_tail()}")
+
+    def rss_bytes(self) -> int:
+        """VmRSS of the server process, from /proc."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS line")
+
+    def stop(self) -> None:
+        """SIGTERM the process group, SIGKILL it if it lingers."""
+        self.http.close()
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.process.wait(timeout=10)
+        self._log.close()
+
+
+def base_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("API_KEY", "API_KEY_ALL")}
+    env.update(PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
+    env.update(extra)
+    return env
+
+
+def start_lstm_serve(label: str, model_dir: Path, workdir: Path, **extra: str) -> Server:
+    env = base_env(
+        HOST="127.0.0.1", PORT=str(free_port()), MODEL_DIR=str(model_dir), DEMO_MODEL="false",
+        SESSION_STORE="memory", LOG_LEVEL="warning", **extra,
+    )
+    return Server(label, [sys.executable, "-m", "service"], env, workdir)
+
+
+def start_uvicorn(label: str, app: str, workdir: Path, **extra: str) -> Server:
+    port = free_port()
+    env = base_env(PORT=str(port), **extra)
+    argv = [
+        sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
+        "--workers", "1", "--log-level", "warning",
+    ]
+    return Server(label, argv, env, workdir)
+
+
+# --------------------------------------------------------------------------------------------------
+# wrk
+
+
+def ensure_wrk() -> str:
+    """Path of ``wrk``; installs the Debian package when missing (needs root), else fails clearly."""
+    found = shutil.which("wrk")
+    if found:
+        return found
+    print("wrk not found: installing the Debian package 'wrk' with apt-get ...", flush=True)
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        subprocess.run(["apt-get", "update", "-qq"], env=env, check=False)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], env=env, check=False)
+    found = shutil.which("wrk")
+    if not found:
+        sys.exit("bench/run.py needs wrk: install it with `sudo apt-get install wrk` (Debian/Ubuntu) and rerun.")
+    return found
+
+
+@dataclass
+class WrkResult:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    status_errors: int
+    socket_errors: int
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+def run_wrk(wrk: str, url: str, script: Path, connections: int, duration: float, threads: int) -> WrkResult:
+    threads = max(1, min(threads, connections))
+    argv = [
+        wrk, f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s", "--timeout", "30s",
+        "--latency", "-s", str(script), url,
+    ]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 90)
+    line = next((l for l in done.stdout.splitlines() if l.startswith("BENCH_JSON ")), None)
+    if done.returncode != 0 or line is None:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stdout}\n{done.stderr}")
+    raw = json.loads(line.removeprefix("BENCH_JSON "))
+    sockets = raw["connect"] + raw["read"] + raw["write"] + raw["timeout"]
+    return WrkResult(
+        rps=raw["requests"] / (raw["duration_us"] / 1e6),
+        p50_ms=raw["p50_us"] / 1000.0,
+        p99_ms=raw["p99_us"] / 1000.0,
+        requests=raw["requests"],
+        status_errors=raw["status"],
+        socket_errors=sockets,
+        raw=raw,
+    )
+
+
+@dataclass
+class Cell:
+    """Every round of one (server, connections) measurement; reported as medians."""
+
+    server: str
+    connections: int
+    runs: list[WrkResult] = field(default_factory=list)
+
+    @property
+    def rps(self) -> float:
+        return statistics.median(r.rps for r in self.runs)
+
+    @property
+    def p50(self) -> float:
+        return statistics.median(r.p50_ms for r in self.runs)
+
+    @property
+    def p99(self) -> float:
+        return statistics.median(r.p99_ms for r in self.runs)
+
+    @property
+    def errors(self) -> str:
+        status = sum(r.status_errors for r in self.runs)
+        sockets = sum(r.socket_errors for r in self.runs)
+        if not status and not sockets:
+            return "0"
+        return f"{status + sockets} ({status} non-2xx, {sockets} socket)"
+
+    @property
+    def spread(self) -> str:
+        values = [r.rps for r in self.runs]
+        return f"{min(values):.0f}-{max(values):.0f}" if len(values) > 1 else "-"
+
+
+# --------------------------------------------------------------------------------------------------
+# Steps of the benchmark
+
+
+def train_model(model_dir: Path, workdir: Path) -> Path:
+    """Train the ``bench`` model through lstm-serve's HTTP API; return its ``model.keras`` path."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 400)
+    t = np.linspace(-1.0, 1.0, MAX_LEN)
+    x = np.where(labels[:, None] == 1, 1.0, -1.0) * rng.uniform(0.3, 1.0, (400, 1)) * t + rng.normal(0, 0.5, (400, MAX_LEN))
+    body = {
+        "architecture": "lstm",
+        "params": {"max_len": MAX_LEN, "units": UNITS},
+        "data": {"sequences": np.round(x, 4).tolist(), "labels": labels.tolist()},
+        "epochs": 1,
+        "seed": 0,
+    }
+    server = start_lstm_serve("lstm-serve-train", model_dir, workdir)
+    try:
+        server.wait_ready()
+        response = server.http.post(f"/models/{MODEL_NAME}/train", json=body)
+        if response.status_code != 202:
+            raise RuntimeError(f"train answered {response.status_code}: {response.text}")
+        job_id = response.json()["job_id"]
+        deadline = time.monotonic() + JOB_TIMEOUT_S
+        while True:
+            job = server.http.get(f"/jobs/{job_id}").json()
+            if job["status"] in ("succeeded", "failed", "cancelled"):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"training job {job_id} still {job['status']} after {JOB_TIMEOUT_S} s")
+            time.sleep(0.2)
+        if job["status"] != "succeeded":
+            raise RuntimeError(f"training job {job['status']}: {job.get('error')}")
+        version = job["version"]
+    finally:
+        server.stop()
+    path = model_dir / MODEL_NAME / str(version) / "model.keras"
+    if not path.exists():
+        found = sorted((model_dir / MODEL_NAME).glob("*/model.keras"))
+        if not found:
+            raise RuntimeError(f"no model.keras under {model_dir / MODEL_NAME}")
+        path = found[-1]
+    return path
+
+
+def check_predict_servers(servers: dict[str, Server]) -> dict[str, float]:
+    """Warm each server up and check it answers the benchmark body with the same response shape."""
+    probabilities: dict[str, float] = {}
+    for label, server in servers.items():
+        for _ in range(20):
+            response = server.http.post(
+                f"/models/{MODEL_NAME}/predict", content=PREDICT_BODY, headers={"Content-Type": "application/json"}
+            )
+        if response.status_code != 200:
+            raise RuntimeError(f"{label} predict answered {response.status_code}: {response.text}")
+        payload = response.json()
+        if set(payload) != {"model", "version", "predictions"} or len(payload["predictions"]) != 1:
+            raise RuntimeError(f"{label} predict answered an unexpected shape: {payload}")
+        probabilities[label] = payload["predictions"][0]["probability"]
+    return probabilities
+
+
+def create_sessions(server: Server, count: int, workers: int = 8) -> list[str]:
+    """Create ``count`` sessions with httpx from a small thread pool (one client per worker)."""
+    per = [count // workers + (1 if i < count % workers else 0) for i in range(workers)]
+
+    def make(n: int) -> list[str]:
+        ids = []
+        with httpx.Client(base_url=server.url, timeout=60.0) as client:
+            for _ in range(n):
+                response = client.post(f"/models/{MODEL_NAME}/sessions", json={"ttl_s": 24 * 3600})
+                if response.status_code != 201:
+                    raise RuntimeError(f"create session answered {response.status_code}: {response.text}")
+                ids.append(response.json()["session_id"])
+        return ids
+
+    with ThreadPoolExecutor(workers) as pool:
+        return [sid for chunk in pool.map(make, per) for sid in chunk]
+
+
+def step_sessions_once(server: Server, ids: list[str], workers: int = 8) -> None:
+    def step(chunk: list[str]) -> None:
+        with httpx.Client(base_url=server.url, timeout=60.0) as client:
+            for sid in chunk:
+                response = client.post(f"/sessions/{sid}/step", content=STEP_BODY, headers={"Content-Type": "application/json"})
+                if response.status_code != 200:
+                    raise RuntimeError(f"step answered {response.status_code}: {response.text}")
+
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(step, [ids[i::workers] for i in range(workers)]))
+
+
+def measure_session_memory(model_dir: Path, workdir: Path, count: int) -> dict[str, float]:
+    """RSS of a fresh lstm-serve before and after ``count`` sessions created and stepped once each.
+
+    A warm-up of a few hundred sessions first (same thread pool, same routes) so thread stacks, caches and
+    the loaded model are already in the baseline; the difference is then what the sessions hold."""
+    server = start_lstm_serve("lstm-serve-memory", model_dir, workdir)
+    try:
+        server.wait_ready()
+        warm = create_sessions(server, 300)
+        step_sessions_once(server, warm)
+        time.sleep(0.5)
+        before = server.rss_bytes()
+        t0 = time.perf_counter()
+        ids = create_sessions(server, count)
+        step_sessions_once(server, ids)
+        elapsed = time.perf_counter() - t0
+        time.sleep(0.5)
+        after = server.rss_bytes()
+        sample = server.http.get(f"/sessions/{ids[-1]}").json()
+        if sample.get("steps_seen") != 1:
+            raise RuntimeError(f"session not stepped once: {sample}")
+    finally:
+        server.stop()
+    return {
+        "sessions": count,
+        "rss_before": before,
+        "rss_after": after,
+        "bytes_per_session": (after - before) / count,
+        "seconds": elapsed,
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# Report
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def load_average() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if b else "n/a"
+
+
+def render(
+    cells: dict[tuple[str, int], Cell],
+    connections: list[int],
+    step_connections: list[int],
+    memory: dict[str, float] | None,
+    meta: dict[str, str],
+    probabilities: dict[str, float],
+) -> str:
+    lines = [
+        "# lstm-serve benchmark",
+        "",
+        f"- Date: {meta['date']}",
+        f"- CPU: {meta['cpu']}, {meta['cores']} cores (shared by the servers and wrk), load average at start {meta['load']}",
+        f"- Python {platform.python_version()}, {meta['wrk']}; one uvicorn worker per server, loopback",
+        f"- Load: closed-loop wrk, {meta['duration']} s per run, {meta['repeats']} interleaved round(s); "
+        "each cell is the median over rounds (req/s range in the last column)",
+        f"- Predict body: one {MAX_LEN}-step float sequence; model `lstm`, units {UNITS}, max_len {MAX_LEN}, "
+        "trained through lstm-serve's API (1 epoch)",
+        "- Step body: `{\"values\": [0.5]}`, round-robin over "
+        f"{meta['n_sessions']} sessions",
+        "",
+        "| server | connections | req/s | p50 ms | p99 ms | errors | req/s range |",
+        "|---|---:|---:|---:|---:|---|---|",
+    ]
+    order = ["lstm-serve", "naive", "null"]
+    for server in order + ["lstm-serve steps"]:
+        conns = step_connections if server == "lstm-serve steps" else connections
+        for c in conns:
+            cell = cells.get((server, c))
+            if cell is None or not cell.runs:
+                continue
+            lines.append(
+                f"| {server} | {c} | {cell.rps:,.0f} | {cell.p50:.2f} | {cell.p99:.2f} | {cell.errors} | {cell.spread} |"
+            )
+    lines += ["", "Ratios (req/s, medians from this run):", "", "| connections | lstm-serve / naive | lstm-serve / null | steps / predict |",
+              "|---:|---:|---:|---:|"]
+    for c in connections:
+        ls, nv, nl = (cells.get((s, c)) for s in order)
+        st = cells.get(("lstm-serve steps", c))
+        lines.append(
+            f"| {c} | {ratio(ls.rps, nv.rps) if ls and nv else 'n/a'} | {ratio(ls.rps, nl.rps) if ls and nl else 'n/a'} "
+            f"| {ratio(st.rps, ls.rps) if st and st.runs and ls else '-'} |"
+        )
+    top = max(connections)
+    st, ls = cells.get(("lstm-serve steps", top)), cells.get(("lstm-serve", top))
+    if st and st.runs and ls:
+        share = st.rps / ls.rps
+        verdict = "meets" if share >= 0.70 else "MISSES"
+        lines += ["", f"Steps at {top} connections: {share:.0%} of predict throughput ({verdict} the >= 70 % target)."]
+    if memory:
+        per = memory["bytes_per_session"]
+        verdict = "meets" if per <= 1024 else "MISSES"
+        lines += [
+            "",
+            f"Session memory (fresh lstm-serve, in-process store): VmRSS {memory['rss_before'] / 2**20:.1f} MiB -> "
+            f"{memory['rss_after'] / 2**20:.1f} MiB after {memory['sessions']:,} sessions created and stepped once "
+            f"({memory['seconds']:.1f} s): **{per:,.0f} bytes per session** ({verdict} the <= 1 KiB target).",
+        ]
+    if probabilities:
+        shown = ", ".join(f"{k} {v:.6f}" for k, v in probabilities.items())
+        lines += ["", f"Sanity check, probability for the benchmark body: {shown}."]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run (default 10)")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds; cells report medians (default 3)")
+    parser.add_argument("--connections", default="1,8,32", help="predict connection counts (default 1,8,32)")
+    parser.add_argument("--step-connections", default="1,32", help="session-step connection counts (default 1,32)")
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1: leave the CPU to the server)")
+    parser.add_argument("--sessions", type=int, default=256, help="sessions stepped round-robin (default 256)")
+    parser.add_argument("--memory-sessions", type=int, default=10_000, help="sessions for the memory check")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 2 s runs, 1 round, 1,000 memory sessions")
+    parser.add_argument("--output", type=Path, default=RESULTS, help="Markdown output (default bench/results.md)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.duration, args.repeats = 2.0, 1
+        args.memory_sessions = min(args.memory_sessions, 1000)
+    connections = [int(c) for c in args.connections.split(",")]
+    step_connections = [int(c) for c in args.step_connections.split(",")]
+
+    wrk = ensure_wrk()
+    wrk_version = subprocess.run([wrk, "--version"], capture_output=True, text=True).stdout.splitlines()[0].split("Copyright")[0].strip()
+    meta = {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": cpu_model(),
+        "cores": str(os.cpu_count()),
+        "load": load_average(),
+        "wrk": wrk_version,
+        "duration": f"{args.duration:g}",
+        "repeats": str(args.repeats),
+        "n_sessions": str(args.sessions),
+    }
+    print(f"{meta['date']} | {meta['cpu']} x{meta['cores']} | load {meta['load']}", flush=True)
+
+    started: list[Server] = []
+    tmp = Path(tempfile.mkdtemp(prefix="lstm-serve-bench-"))
+    cells: dict[tuple[str, int], Cell] = {}
+    memory = None
+    probabilities: dict[str, float] = {}
+    try:
+        model_dir = tmp / "models"
+        print("Training the bench model through lstm-serve's API ...", flush=True)
+        keras_path = train_model(model_dir, tmp)
+        print(f"  model file: {keras_path}", flush=True)
+
+        servers = {
+            "lstm-serve": start_lstm_serve("lstm-serve", model_dir, tmp),
+            "naive": start_uvicorn("naive", "bench.naive_server:app", tmp, BENCH_MODEL_PATH=str(keras_path)),
+            "null": start_uvicorn("null", "bench.null_server:app", tmp),
+        }
+        started.extend(servers.values())
+        for server in servers.values():
+            server.wait_ready()
+        probabilities = check_predict_servers(servers)
+        print(f"  all three answer; probabilities {probabilities}", flush=True)
+
+        predict_lua = tmp / "predict.lua"
+        predict_lua.write_text(_PREDICT_LUA.replace("@BODY@", PREDICT_BODY))
+        ids = create_sessions(servers["lstm-serve"], args.sessions)
+        ids_lua = tmp / "ids.lua"
+        ids_lua.write_text("return {" + ",".join(json.dumps(i) for i in ids) + "}\n")
+        step_lua = {
+            c: tmp / f"step-{c}.lua" for c in step_connections
+        }
+        for c, path in step_lua.items():
+            path.write_text(
+                _STEP_LUA.replace("@IDS@", str(ids_lua)).replace("@BODY@", STEP_BODY)
+                .replace("@NTHREADS@", str(max(1, min(args.threads, c))))
+            )
+
+        # Short warm-up under load (first wrk connections, JIT-ish caches, thread pools).
+        for label, server in servers.items():
+            run_wrk(wrk, server.url + f"/models/{MODEL_NAME}/predict", predict_lua, 8, 1, args.threads)
+        run_wrk(wrk, servers["lstm-serve"].url, step_lua[step_connections[-1]], step_connections[-1], 1, args.threads)
+
+        for round_no in range(1, args.repeats + 1):
+            for c in connections:
+                for label, server in servers.items():
+                    result = run_wrk(wrk, server.url + f"/models/{MODEL_NAME}/predict", predict_lua, c, args.duration, args.threads)
+                    cells.setdefault((label, c), Cell(label, c)).runs.append(result)
+                    print(f"  round {round_no} {label:10s} c={c:<3d} {result.rps:9.1f} req/s  p50 {result.p50_ms:7.2f} ms"
+                          f"  p99 {result.p99_ms:7.2f} ms  errors {result.status_errors}+{result.socket_errors}", flush=True)
+            for c in step_connections:
+                result = run_wrk(wrk, servers["lstm-serve"].url, step_lua[c], c, args.duration, args.threads)
+                cells.setdefault(("lstm-serve steps", c), Cell("lstm-serve steps", c)).runs.append(result)
+                print(f"  round {round_no} {'steps':10s} c={c:<3d} {result.rps:9.1f} req/s  p50 {result.p50_ms:7.2f} ms"
+                      f"  p99 {result.p99_ms:7.2f} ms  errors {result.status_errors}+{result.socket_errors}", flush=True)
+
+        for server in servers.values():
+            server.stop()
+        print(f"Session memory: {args.memory_sessions:,} sessions on a fresh lstm-serve ...", flush=True)
+        memory = measure_session_memory(model_dir, tmp, args.memory_sessions)
+    finally:
+        for server in started:
+            try:
+                server.stop()
+            except Exception as exc:  # noqa: BLE001 - keep stopping the others
+                print(f"could not stop {server.label}: {exc}", file=sys.stderr)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    report = render(cells, connections, step_connections, memory, meta, probabilities)
+    print()
+    print(report)
+    args.output.write_text(report)
+    print(f"(written to {args.output})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
