@@ -1,99 +1,109 @@
-"""Step batching: steps of many sessions on one model version, computed together.
+"""Dynamic batching between HTTP and the engines, in the spirit of TF Serving's batching scheduler.
 
-In the spirit of Triton's sequence batcher: each session's state stays its own, but the steps that
-arrive together run as one engine call per timestep over all of them, not one call per session.
-Engine work runs on one worker thread so the event loop never waits on it.
+Concurrent requests for the same model version are queued together and run as one engine call:
+``/predict`` batches concatenate their sequences (all padded to the version's ``max_len``, so one shape
+per version), and session steps of many sessions advance as one call per timestep (the idea of
+Triton's sequence batcher). A request waits at most ``timeout_s`` for others to join; a batch never
+exceeds ``max_batch_size`` requests; engine work runs on ``num_threads`` worker threads, never on the
+event loop.
 """
 
 import asyncio
+from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
 from models.servable import Servable
 
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
 
 @dataclass
-class _PendingStep:
-    values: np.ndarray
-    h: np.ndarray
-    c: np.ndarray
-    future: "asyncio.Future[tuple[np.ndarray, np.ndarray, np.ndarray]]"
+class _Queue(Generic[Item, Result]):
+    run: Callable[[list[Item]], list[Result]]
+    items: list[Item] = field(default_factory=list)
+    futures: list["asyncio.Future[Result]"] = field(default_factory=list)
 
 
-def run_steps(
-    servable: Servable, sequences: list[np.ndarray], h: np.ndarray, c: np.ndarray
-) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
-    """Advance ``len(sequences)`` sessions through their values; row ``i`` of ``h``/``c`` is session ``i``.
+class BatchScheduler:
+    """Merges concurrent requests that share a key into one call of that key's ``run`` function."""
 
-    Sessions with fewer values drop out of the batch once they are done. Returns each session's
-    probability after every one of its steps, and the new states.
+    def __init__(self, max_batch_size: int = 256, timeout_s: float = 0.0, num_threads: int = 1) -> None:
+        self.max_batch_size = max_batch_size
+        self.timeout_s = timeout_s
+        self._queues: dict[Hashable, _Queue[Any, Any]] = {}
+        self._executor = ThreadPoolExecutor(max_workers=num_threads, thread_name_prefix="batch")
+        self._running: set[asyncio.Task[None]] = set()
+
+    async def submit(self, key: Hashable, item: Item, run: Callable[[list[Item]], list[Result]]) -> Result:
+        """Queue ``item`` under ``key``; ``run`` maps a list of items to their results, in order."""
+        loop = asyncio.get_running_loop()
+        queue = self._queues.setdefault(key, _Queue(run))
+        future: asyncio.Future[Result] = loop.create_future()
+        queue.items.append(item)
+        queue.futures.append(future)
+        if len(queue.items) >= self.max_batch_size:
+            self._flush(key)
+        elif len(queue.items) == 1:
+            loop.call_later(self.timeout_s, self._flush, key)
+        return await future
+
+    def _flush(self, key: Hashable) -> None:
+        queue = self._queues.pop(key, None)
+        if queue is not None and queue.items:
+            task = asyncio.ensure_future(self._run(queue))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _run(self, queue: _Queue[Any, Any]) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            results = await loop.run_in_executor(self._executor, queue.run, queue.items)
+        except Exception as exc:  # noqa: BLE001 - handed to every request of the batch
+            for future in queue.futures:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for future, result in zip(queue.futures, results, strict=True):
+            if not future.done():
+                future.set_result(result)
+
+    def close(self) -> None:
+        """Stop the worker threads."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+StepItem = tuple[np.ndarray, np.ndarray, np.ndarray]
+StepResult = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def predict_batch(servable: Servable, batches: list[np.ndarray]) -> list[np.ndarray]:
+    """Run several requests' padded batches as one engine call; split the probabilities back."""
+    if len(batches) == 1:
+        return [servable.predict(batches[0])]
+    probabilities = servable.predict(np.concatenate(batches))
+    return np.split(probabilities, np.cumsum([len(b) for b in batches])[:-1])
+
+
+def step_batch(servable: Servable, items: list[StepItem]) -> list[StepResult]:
+    """Advance several sessions, each ``(values, h, c)``, through their values in one call per timestep.
+
+    Sessions with fewer values drop out of the batch once they are done. Each result is the
+    probability after every one of that session's steps and its new ``(h, c)``.
     """
+    sequences = [values for values, _, _ in items]
+    h = np.concatenate([h for _, h, _ in items])
+    c = np.concatenate([c for _, _, c in items])
     lengths = np.array([len(s) for s in sequences])
     probabilities = [np.empty(n, np.float64) for n in lengths]
-    h, c = h.copy(), c.copy()
     for t in range(int(lengths.max())):
         rows = np.flatnonzero(lengths > t)
         x_t = np.array([sequences[i][t] for i in rows], dtype=sequences[rows[0]].dtype)
         p, h[rows], c[rows] = servable.step(x_t, h[rows], c[rows])
         for j, i in enumerate(rows):
             probabilities[i][t] = p[j]
-    return probabilities, h, c
-
-
-class StepBatcher:
-    """Merges concurrent step requests per model version into batches of at most ``max_batch`` sessions.
-
-    A step waits at most ``timeout_s`` for others to join (0: only those already queued in this turn
-    of the event loop), so a lone request is never held back for long.
-    """
-
-    def __init__(self, max_batch: int = 256, timeout_s: float = 0.0) -> None:
-        self.max_batch = max_batch
-        self.timeout_s = timeout_s
-        self._pending: dict[Servable, list[_PendingStep]] = {}
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="step-batch")
-        self._running: set[asyncio.Task[None]] = set()
-
-    async def step(
-        self, servable: Servable, values: np.ndarray, h: np.ndarray, c: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Advance one session ``(h, c)`` through ``values``; returns ``(probabilities, h', c')``."""
-        loop = asyncio.get_running_loop()
-        pending = _PendingStep(values, h, c, loop.create_future())
-        batch = self._pending.setdefault(servable, [])
-        batch.append(pending)
-        if len(batch) >= self.max_batch:
-            self._flush(servable)
-        elif len(batch) == 1:
-            loop.call_later(self.timeout_s, self._flush, servable)
-        return await pending.future
-
-    def _flush(self, servable: Servable) -> None:
-        batch = self._pending.pop(servable, None)
-        if batch:
-            task = asyncio.ensure_future(self._run(servable, batch))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
-
-    async def _run(self, servable: Servable, batch: list[_PendingStep]) -> None:
-        loop = asyncio.get_running_loop()
-        h = np.concatenate([p.h for p in batch])
-        c = np.concatenate([p.c for p in batch])
-        try:
-            probabilities, h, c = await loop.run_in_executor(
-                self._executor, run_steps, servable, [p.values for p in batch], h, c
-            )
-        except Exception as exc:  # noqa: BLE001 - handed to every waiting request
-            for pending in batch:
-                if not pending.future.done():
-                    pending.future.set_exception(exc)
-            return
-        for i, pending in enumerate(batch):
-            if not pending.future.done():
-                pending.future.set_result((probabilities[i], h[i : i + 1], c[i : i + 1]))
-
-    def close(self) -> None:
-        """Stop the worker thread."""
-        self._executor.shutdown(wait=False, cancel_futures=True)
+    return [(probabilities[i], h[i : i + 1], c[i : i + 1]) for i in range(len(items))]

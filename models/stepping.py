@@ -1,7 +1,7 @@
 """The session data plane: create, step, reset and end per-session LSTM state.
 
 A session is pinned to the model version it started on; its state lives in a ``SessionStore`` and is
-advanced by the version's explicit-state step engine through the ``StepBatcher``. One set of weights
+advanced by the version's explicit-state step engine through the ``BatchScheduler``. One set of weights
 therefore serves any number of sessions, and a retrained model never disturbs a live session.
 """
 
@@ -10,10 +10,11 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import replace
+from functools import partial
 
 import numpy as np
 
-from models.batching import StepBatcher
+from models.batching import BatchScheduler, step_batch
 from models.errors import SessionsUnsupported
 from models.inputs import to_step_input
 from models.sessions import SessionRecord, SessionStore, decode_state, encode_state, new_session_id
@@ -26,7 +27,7 @@ class SessionService:
     """Session operations over a session store, the model store and the step batcher."""
 
     def __init__(
-        self, store: SessionStore, models: ModelStore, batcher: StepBatcher, *, default_ttl_s: int, max_sessions: int
+        self, store: SessionStore, models: ModelStore, batcher: BatchScheduler, *, default_ttl_s: int, max_sessions: int
     ) -> None:
         self.store = store
         self.models = models
@@ -66,7 +67,9 @@ class SessionService:
             servable = self.models.get(record.model, record.version)
             x = to_step_input(values, input_kind=servable.architecture.input_kind, vocab_size=servable.params.vocab_size)
             h, c = decode_state(record.state, servable.params.units)
-            probabilities, h, c = await self.batcher.step(servable, x, h, c)
+            probabilities, h, c = await self.batcher.submit(
+                ("step", servable), (x, h, c), partial(step_batch, servable)
+            )
             record = replace(record, steps_seen=record.steps_seen + len(x), state=encode_state(h, c))
             await self.store.save(record)
         return record.touched(time.time()), probabilities

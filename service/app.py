@@ -7,8 +7,9 @@ from contextlib import asynccontextmanager
 import anyio
 from fastapi import FastAPI
 
-from models.batching import StepBatcher
+from models.batching import BatchScheduler
 from models.jobs import JobManager
+from models.serving import Predictor
 from models.sessions import open_session_store
 from models.stepping import SessionService
 from models.store import ModelStore
@@ -55,7 +56,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         manager.open()
         if settings.demo_model:
             await anyio.to_thread.run_sync(_ensure_demo_model, store, manager)
-        batcher = StepBatcher(settings.step_batch_max, settings.step_batch_timeout_us / 1e6)
+        batcher = BatchScheduler(settings.batch_max_size, settings.batch_timeout_us / 1e6, settings.batch_threads)
+        app.state.predictor = Predictor(store, batcher)
         app.state.sessions = SessionService(
             open_session_store(settings.session_store, settings.session_key_prefix),
             store,

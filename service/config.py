@@ -25,8 +25,9 @@ class Settings(BaseSettings):
     session_ttl_s: int = Field(600, ge=1, description="Default idle time before a session expires")
     session_key_prefix: str = Field("lstm-serve:", description="Prefix of every Redis key the service writes")
     session_reap_interval_s: float = Field(5.0, gt=0)
-    step_batch_max: int = Field(256, ge=1, description="Most sessions computed in one step batch")
-    step_batch_timeout_us: int = Field(0, ge=0, description="Longest a step waits for others to join its batch")
+    batch_max_size: int = Field(256, ge=1, description="Most requests merged into one engine call")
+    batch_timeout_us: int = Field(0, ge=0, description="Longest a request waits for others to join its batch")
+    batch_threads: int = Field(1, ge=1, description="Threads running engine calls (these machines have 2 cores)")
     demo_model: bool = Field(True, description="Train the 'demo' model at first start if the store is empty")
     log_level: str = "info"
 

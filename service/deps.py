@@ -6,6 +6,7 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 
 from models.jobs import JobManager
+from models.serving import Predictor
 from models.stepping import SessionService
 from models.store import ModelStore
 from service.config import Settings
@@ -30,6 +31,10 @@ def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
+def get_predictor(request: Request) -> Predictor:
+    return request.app.state.predictor
+
+
 def get_sessions(request: Request) -> SessionService:
     return request.app.state.sessions
 
@@ -38,6 +43,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[ModelStore, Depends(get_store)]
 JobsDep = Annotated[JobManager, Depends(get_jobs)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+PredictorDep = Annotated[Predictor, Depends(get_predictor)]
 SessionsDep = Annotated[SessionService, Depends(get_sessions)]
 
 ModelName = Annotated[str, Path(pattern=NAME_PATTERN, description="Model name", examples=["demo"])]

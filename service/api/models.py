@@ -8,7 +8,7 @@ from models.importing import import_model
 from models.store import ModelInfo
 from models.training import FitSettings, plan_training
 from models.errors import InvalidInput
-from service.deps import JobsDep, MetricsDep, ModelName, SettingsDep, StoreDep, WriteAccess
+from service.deps import JobsDep, MetricsDep, ModelName, PredictorDep, SettingsDep, StoreDep, WriteAccess
 from service.schemas import (
     ArchitectureName,
     ErrorResponse,
@@ -95,7 +95,9 @@ def delete_model(name: ModelName, store: StoreDep) -> Response:
 
 
 @router.post("/models/{name}/predict")
-def predict(name: ModelName, body: PredictRequest, store: StoreDep, settings: SettingsDep, metrics: MetricsDep) -> PredictResponse:
+async def predict(
+    name: ModelName, body: PredictRequest, predictor: PredictorDep, settings: SettingsDep, metrics: MetricsDep
+) -> PredictResponse:
     """Probability and label for each sequence, in order; short sequences are pre-padded with 0."""
     if len(body.sequences) > settings.max_sequences_per_request:
         raise InvalidInput(
@@ -104,8 +106,7 @@ def predict(name: ModelName, body: PredictRequest, store: StoreDep, settings: Se
             expected=f"at most {settings.max_sequences_per_request}",
             got=len(body.sequences),
         )
-    servable = store.get(name, body.version)
-    probabilities = servable.predict(servable.to_input(body.sequences, body.truncate))
+    servable, probabilities = await predictor.predict(name, body.sequences, body.version, body.truncate)
     metrics.predicted.labels(name).inc(len(probabilities))
     return PredictResponse(
         model=name,

@@ -1,0 +1,35 @@
+"""The prediction data plane: from request sequences to probabilities through the batch scheduler."""
+
+from collections.abc import Sequence
+from functools import partial
+
+import anyio.to_thread
+import numpy as np
+
+from models.batching import BatchScheduler, predict_batch
+from models.inputs import Truncate
+from models.servable import Servable
+from models.store import ModelStore
+
+#: Requests with more sequences than this are padded off the event loop.
+_INLINE_PREPARE_LIMIT = 256
+
+
+class Predictor:
+    """Looks the model version up, validates and pads the input, and runs it batched with others."""
+
+    def __init__(self, models: ModelStore, batcher: BatchScheduler) -> None:
+        self.models = models
+        self.batcher = batcher
+
+    async def predict(
+        self, name: str, sequences: Sequence[Sequence[float]], version: int | None = None, truncate: Truncate | None = None
+    ) -> tuple[Servable, np.ndarray]:
+        """The version that answered and one probability per sequence, in order."""
+        servable = self.models.get(name, version)
+        if len(sequences) > _INLINE_PREPARE_LIMIT:
+            batch = await anyio.to_thread.run_sync(servable.to_input, sequences, truncate)
+        else:
+            batch = servable.to_input(sequences, truncate)
+        probabilities = await self.batcher.submit(("predict", servable), batch, partial(predict_batch, servable))
+        return servable, probabilities
