@@ -154,6 +154,11 @@ class Server:
                 return int(line.split()[1]) * 1024
         raise RuntimeError("no VmRSS line")
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the server process (all its threads) so far, from /proc."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         """SIGTERM the process group, SIGKILL it if it lingers."""
         self.http.close()
@@ -226,16 +231,21 @@ class WrkResult:
     requests: int
     status_errors: int
     socket_errors: int
+    cpu_ms_per_request: float = float("nan")
     raw: dict[str, Any] = field(default_factory=dict)
 
 
-def run_wrk(wrk: str, url: str, script: Path, connections: int, duration: float, threads: int) -> WrkResult:
+def run_wrk(
+    wrk: str, url: str, script: Path, connections: int, duration: float, threads: int, server: Server | None = None
+) -> WrkResult:
     threads = max(1, min(threads, connections))
     argv = [
         wrk, f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s", "--timeout", "30s",
         "--latency", "-s", str(script), url,
     ]
+    cpu_before = server.cpu_seconds() if server else 0.0
     done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 90)
+    cpu = server.cpu_seconds() - cpu_before if server else float("nan")
     line = next((l for l in done.stdout.splitlines() if l.startswith("BENCH_JSON ")), None)
     if done.returncode != 0 or line is None:
         raise RuntimeError(f"wrk failed ({done.returncode}): {done.stdout}\n{done.stderr}")
@@ -248,6 +258,7 @@ def run_wrk(wrk: str, url: str, script: Path, connections: int, duration: float,
         requests=raw["requests"],
         status_errors=raw["status"],
         socket_errors=sockets,
+        cpu_ms_per_request=cpu * 1000.0 / raw["requests"] if raw["requests"] else float("nan"),
         raw=raw,
     )
 
@@ -271,6 +282,10 @@ class Cell:
     @property
     def p99(self) -> float:
         return statistics.median(r.p99_ms for r in self.runs)
+
+    @property
+    def cpu_ms(self) -> float:
+        return statistics.median(r.cpu_ms_per_request for r in self.runs)
 
     @property
     def errors(self) -> str:
@@ -432,6 +447,18 @@ def load_average() -> str:
         return "unknown"
 
 
+def git_revision() -> str:
+    """The commit benchmarked, and whether service/ or models/ had uncommitted edits (they are what runs)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "service", "models"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.splitlines()
+    except OSError:
+        return "unknown"
+    return f"{head} + {len(dirty)} uncommitted file(s) in service/ and models/" if dirty else f"{head} (clean service/ and models/)"
+
+
 def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}x" if b else "n/a"
 
@@ -449,16 +476,18 @@ def render(
         "",
         f"- Date: {meta['date']}",
         f"- CPU: {meta['cpu']}, {meta['cores']} cores (shared by the servers and wrk), load average at start {meta['load']}",
+        f"- Code: {meta['git']}",
         f"- Python {platform.python_version()}, {meta['wrk']}; one uvicorn worker per server, loopback",
         f"- Load: closed-loop wrk, {meta['duration']} s per run, {meta['repeats']} interleaved round(s); "
-        "each cell is the median over rounds (req/s range in the last column)",
+        "each cell is the median over rounds (req/s range in the last column). Server CPU ms/req is the server "
+        "process's user+system CPU time during the run divided by its requests: less noisy than req/s here",
         f"- Predict body: one {MAX_LEN}-step float sequence; model `lstm`, units {UNITS}, max_len {MAX_LEN}, "
         "trained through lstm-serve's API (1 epoch)",
         "- Step body: `{\"values\": [0.5]}`, round-robin over "
         f"{meta['n_sessions']} sessions",
         "",
-        "| server | connections | req/s | p50 ms | p99 ms | errors | req/s range |",
-        "|---|---:|---:|---:|---:|---|---|",
+        "| server | connections | req/s | p50 ms | p99 ms | errors | server CPU ms/req | req/s range |",
+        "|---|---:|---:|---:|---:|---|---:|---|",
     ]
     order = ["lstm-serve", "naive", "null"]
     for server in order + ["lstm-serve steps"]:
@@ -468,7 +497,7 @@ def render(
             if cell is None or not cell.runs:
                 continue
             lines.append(
-                f"| {server} | {c} | {cell.rps:,.0f} | {cell.p50:.2f} | {cell.p99:.2f} | {cell.errors} | {cell.spread} |"
+                f"| {server} | {c} | {cell.rps:,.0f} | {cell.p50:.2f} | {cell.p99:.2f} | {cell.errors} | {cell.cpu_ms:.3f} | {cell.spread} |"
             )
     lines += ["", "Ratios (req/s, medians from this run):", "", "| connections | lstm-serve / naive | lstm-serve / null | steps / predict |",
               "|---:|---:|---:|---:|"]
@@ -532,6 +561,7 @@ def main(argv: list[str] | None = None) -> int:
         "duration": f"{args.duration:g}",
         "repeats": str(args.repeats),
         "n_sessions": str(args.sessions),
+        "git": git_revision(),
     }
     print(f"{meta['date']} | {meta['cpu']} x{meta['cores']} | load {meta['load']}", flush=True)
 
@@ -579,15 +609,15 @@ def main(argv: list[str] | None = None) -> int:
         for round_no in range(1, args.repeats + 1):
             for c in connections:
                 for label, server in servers.items():
-                    result = run_wrk(wrk, server.url + f"/models/{MODEL_NAME}/predict", predict_lua, c, args.duration, args.threads)
+                    result = run_wrk(wrk, server.url + f"/models/{MODEL_NAME}/predict", predict_lua, c, args.duration, args.threads, server)
                     cells.setdefault((label, c), Cell(label, c)).runs.append(result)
                     print(f"  round {round_no} {label:10s} c={c:<3d} {result.rps:9.1f} req/s  p50 {result.p50_ms:7.2f} ms"
-                          f"  p99 {result.p99_ms:7.2f} ms  errors {result.status_errors}+{result.socket_errors}", flush=True)
+                          f"  p99 {result.p99_ms:7.2f} ms  cpu {result.cpu_ms_per_request:6.3f} ms/req  errors {result.status_errors}+{result.socket_errors}", flush=True)
             for c in step_connections:
-                result = run_wrk(wrk, servers["lstm-serve"].url, step_lua[c], c, args.duration, args.threads)
+                result = run_wrk(wrk, servers["lstm-serve"].url, step_lua[c], c, args.duration, args.threads, servers["lstm-serve"])
                 cells.setdefault(("lstm-serve steps", c), Cell("lstm-serve steps", c)).runs.append(result)
                 print(f"  round {round_no} {'steps':10s} c={c:<3d} {result.rps:9.1f} req/s  p50 {result.p50_ms:7.2f} ms"
-                      f"  p99 {result.p99_ms:7.2f} ms  errors {result.status_errors}+{result.socket_errors}", flush=True)
+                      f"  p99 {result.p99_ms:7.2f} ms  cpu {result.cpu_ms_per_request:6.3f} ms/req  errors {result.status_errors}+{result.socket_errors}", flush=True)
 
         for server in servers.values():
             server.stop()
