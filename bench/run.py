@@ -576,12 +576,14 @@ def main(argv: list[str] | None = None) -> int:
         keras_path = train_model(model_dir, tmp)
         print(f"  model file: {keras_path}", flush=True)
 
-        servers = {
-            "lstm-serve": start_lstm_serve("lstm-serve", model_dir, tmp),
-            "naive": start_uvicorn("naive", "bench.naive_server:app", tmp, BENCH_MODEL_PATH=str(keras_path)),
-            "null": start_uvicorn("null", "bench.null_server:app", tmp),
-        }
-        started.extend(servers.values())
+        servers: dict[str, Server] = {}
+        for label, start in (
+            ("lstm-serve", lambda: start_lstm_serve("lstm-serve", model_dir, tmp)),
+            ("naive", lambda: start_uvicorn("naive", "bench.naive_server:app", tmp, BENCH_MODEL_PATH=str(keras_path))),
+            ("null", lambda: start_uvicorn("null", "bench.null_server:app", tmp)),
+        ):
+            servers[label] = start()
+            started.append(servers[label])
         for server in servers.values():
             server.wait_ready()
         probabilities = check_predict_servers(servers)
