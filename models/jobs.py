@@ -2,7 +2,9 @@
 
 Training is CPU-bound and these machines have two cores, so jobs run one at a time off the event loop;
 predictions never wait for them. Each record is rewritten atomically at every change, so ``GET /jobs``
-shows per-epoch progress and a restart still knows every job (unfinished ones are marked failed).
+shows per-epoch progress and a restart still knows every job. Records name the process that runs them:
+replicas sharing the folder read each other's jobs, and a restart marks failed only the unfinished jobs
+of a process that is gone, never those another live replica is running.
 """
 
 import json
@@ -10,6 +12,7 @@ import logging
 import os
 import queue
 import secrets
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -50,6 +53,27 @@ class Job:
     created_at: str = field(default_factory=_now)
     started_at: str | None = None
     finished_at: str | None = None
+    owner: str = ""
+
+
+def _this_process() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _owner_is_gone(owner: str) -> bool:
+    """True when ``owner`` was a process on this host that no longer runs (or was a previous us)."""
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return host == ""
+    if int(pid) == os.getpid():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 class JobCancelled(Exception):
@@ -98,7 +122,7 @@ class JobManager:
             except (ValueError, TypeError):
                 log.warning("Ignoring unreadable job record %s", path)
                 continue
-            if job.status not in FINISHED:
+            if job.status not in FINISHED and _owner_is_gone(job.owner):
                 job = replace(
                     job,
                     status="failed",
@@ -127,7 +151,7 @@ class JobManager:
                     f"{waiting} jobs are already queued; try again when one has started.",
                     limit=self.max_queued,
                 )
-            job = Job(job_id=secrets.token_hex(8), kind=kind, model=model, epochs=epochs)
+            job = Job(job_id=secrets.token_hex(8), kind=kind, model=model, epochs=epochs, owner=_this_process())
             self._jobs[job.job_id] = job
             self._contexts[job.job_id] = JobContext(self, job.job_id)
             self._write(job)
@@ -137,10 +161,18 @@ class JobManager:
     def get(self, job_id: str) -> Job:
         """A snapshot of a job's record."""
         with self._done:
-            job = self._jobs.get(job_id)
-            if job is None:
-                raise JobNotFound(f"No job with id '{job_id}'.", job_id=job_id)
+            job = self._jobs.get(job_id) or self._read_foreign(job_id)
             return replace(job, history={k: list(v) for k, v in job.history.items()})
+
+    def _read_foreign(self, job_id: str) -> Job:
+        """A job another replica sharing the folder runs or ran."""
+        path = self.folder / f"{job_id}.json"
+        if not job_id.isalnum() or not path.exists():
+            raise JobNotFound(f"No job with id '{job_id}'.", job_id=job_id)
+        try:
+            return Job(**json.loads(path.read_text()))
+        except (ValueError, TypeError):
+            raise JobNotFound(f"No readable job with id '{job_id}'.", job_id=job_id) from None
 
     def list(self) -> list[Job]:
         """Snapshots of every known job, oldest first."""
@@ -152,6 +184,10 @@ class JobManager:
         job = self.get(job_id)
         if job.status in FINISHED:
             raise JobNotCancellable(f"Job '{job_id}' has already {job.status}.", status=job.status)
+        if job_id not in self._jobs:
+            raise JobNotCancellable(
+                f"Job '{job_id}' runs on another replica ({job.owner}); cancel it there.", owner=job.owner
+            )
         context = self._contexts.get(job_id)
         if context is not None:
             context.cancel_requested.set()

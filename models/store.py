@@ -4,11 +4,16 @@ Layout: ``MODEL_DIR/<name>/<version>/`` holds one complete version (see ``models
 is written into a hidden temporary folder and renamed into place only once complete, so a crash at any
 moment leaves either the whole version or nothing; a deleted model is renamed away before removal.
 Leftover hidden folders are swept at start-up.
+
+Several replicas may share one ``MODEL_DIR`` (compose mounts one volume into each): the index follows
+the folders' modification times, so a version another replica wrote is served here on the next request,
+and two replicas saving the same model at once take different version numbers.
 """
 
 import logging
 import shutil
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,6 +30,16 @@ log = logging.getLogger(__name__)
 
 _TEMP_PREFIX = ".tmp-"
 _TRASH_PREFIX = ".trash-"
+#: A temporary folder older than this is a crash's leftover, not another replica's save in progress.
+_STALE_TEMP_S = 3600.0
+#: Folder times tick coarsely: a change this recent may hide a second one in the same tick, so look again.
+_SETTLE_NS = 1_000_000_000
+
+
+def _settled_mtime(path: Path) -> int:
+    """The folder's modification time, or 0 (meaning "rescan next time") while it is too recent to trust."""
+    mtime = path.stat().st_mtime_ns
+    return mtime if time.time_ns() - mtime > _SETTLE_NS else 0
 
 
 @dataclass(frozen=True)
@@ -42,6 +57,8 @@ class ModelStore:
         self.root = root
         self.ready = False
         self._metas: dict[str, dict[int, ModelMeta]] = {}
+        self._mtimes: dict[str, int] = {}
+        self._root_mtime = 0
         self._servables: dict[tuple[str, int], Servable] = {}
         self._lock = threading.RLock()
         self._write_locks: dict[str, threading.Lock] = {}
@@ -51,15 +68,10 @@ class ModelStore:
         self.root.mkdir(parents=True, exist_ok=True)
         for leftover in self.root.glob(f"{_TRASH_PREFIX}*"):
             shutil.rmtree(leftover, ignore_errors=True)
-        for model_dir in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            for leftover in model_dir.glob(f"{_TEMP_PREFIX}*"):
+        for leftover in self.root.glob(f"*/{_TEMP_PREFIX}*"):
+            if time.time() - leftover.stat().st_mtime > _STALE_TEMP_S:
                 shutil.rmtree(leftover, ignore_errors=True)
-            versions = {}
-            for version_dir in model_dir.iterdir():
-                if version_dir.name.isdigit() and (version_dir / META).exists():
-                    versions[int(version_dir.name)] = ModelMeta.read(version_dir / META)
-            if versions:
-                self._metas[model_dir.name] = versions
+        self._sync()
         for name in list(self._metas):
             try:
                 self.get(name)
@@ -68,14 +80,57 @@ class ModelStore:
         self.ready = True
         log.info("Model store open at %s: %d model(s)", self.root, len(self._metas))
 
+    def _sync(self, name: str | None = None) -> None:
+        """Bring the index up to date with the folders, rescanning only what changed since last time."""
+        with self._lock:
+            root_mtime = _settled_mtime(self.root)
+            if not root_mtime or root_mtime != self._root_mtime:
+                self._root_mtime = root_mtime
+                on_disk = {p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")}
+                for gone in set(self._metas) - on_disk:
+                    self._forget(gone)
+                for new in on_disk - set(self._metas):
+                    self._scan(new)
+            if name is not None and name in self._metas:
+                self._scan(name)
+
+    def _scan(self, name: str) -> None:
+        model_dir = self.root / name
+        known = self._metas.get(name, {})
+        versions = {}
+        try:
+            mtime = _settled_mtime(model_dir)
+            if mtime and self._mtimes.get(name) == mtime:
+                return
+            for version_dir in model_dir.iterdir():
+                if version_dir.name.isdigit() and (version_dir / META).exists():
+                    number = int(version_dir.name)
+                    versions[number] = known.get(number) or ModelMeta.read(version_dir / META)
+        except FileNotFoundError:
+            self._forget(name)
+            return
+        self._mtimes[name] = mtime
+        if versions:
+            self._metas[name] = versions
+        else:
+            self._metas.pop(name, None)
+
+    def _forget(self, name: str) -> None:
+        self._metas.pop(name, None)
+        self._mtimes.pop(name, None)
+        for key in [key for key in self._servables if key[0] == name]:
+            del self._servables[key]
+
     def names(self) -> list[str]:
         """Names of every stored model, sorted."""
         with self._lock:
+            self._sync()
             return sorted(self._metas)
 
     def info(self, name: str) -> ModelInfo:
         """Latest metadata and version list of one model."""
         with self._lock:
+            self._sync(name)
             versions = self._metas.get(name)
             if not versions:
                 raise ModelNotFound(f"No model named '{name}'.", model=name)
@@ -111,8 +166,8 @@ class ModelStore:
             write_lock = self._write_locks.setdefault(name, threading.Lock())
         with write_lock:
             with self._lock:
-                existing = self._metas.get(name, {})
-                version = max(existing, default=0) + 1
+                self._sync(name)
+                version = max(self._metas.get(name, {}), default=0) + 1
             meta = ModelMeta(
                 name=name,
                 architecture=arch.name,
@@ -131,15 +186,30 @@ class ModelStore:
             temp.mkdir()
             try:
                 servable = write_version(temp, meta, artifact)
-                temp.rename(model_dir / str(version))
+                self._commit(temp, meta)
             except BaseException:
                 shutil.rmtree(temp, ignore_errors=True)
                 raise
             with self._lock:
-                self._metas.setdefault(name, {})[version] = servable.meta
-                self._servables[(name, version)] = servable
-            log.info("Stored %s v%d (%s, %s)", name, version, arch.name, servable.backend)
+                self._metas.setdefault(name, {})[meta.version] = servable.meta
+                self._servables[(name, meta.version)] = servable
+            log.info("Stored %s v%d (%s, %s)", name, meta.version, arch.name, servable.backend)
             return servable.meta
+
+    def _commit(self, temp: Path, meta: ModelMeta) -> None:
+        """Rename a complete version into place; if another replica took the number, take the next one."""
+        while True:
+            target = self.root / meta.name / str(meta.version)
+            try:
+                temp.rename(target)
+                return
+            except OSError:
+                if not target.exists():
+                    raise
+            with self._lock:
+                self._sync(meta.name)
+                meta.version = max(max(self._metas.get(meta.name, {}), default=0), meta.version) + 1
+            (temp / META).write_text(meta.to_json())
 
     def delete(self, name: str) -> None:
         """Remove a model and all its versions; live sessions on it get ``ModelNotFound`` next."""
@@ -147,7 +217,5 @@ class ModelStore:
             self.info(name)
             trash = self.root / f"{_TRASH_PREFIX}{name}-{uuid.uuid4().hex}"
             (self.root / name).rename(trash)
-            del self._metas[name]
-            for key in [key for key in self._servables if key[0] == name]:
-                del self._servables[key]
+            self._forget(name)
         shutil.rmtree(trash, ignore_errors=True)

@@ -225,11 +225,6 @@ def test_second_replica_serves_the_demo_model_of_the_first(replicas: tuple[Servi
     assert api_2.predict("demo") == api_1.predict("demo")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ModelStore indexes MODEL_DIR only at start-up: a replica does not serve versions another replica "
-    "wrote to the shared volume until it restarts (and would number its own next version from its stale index)",
-)
 def test_model_trained_on_one_replica_is_served_by_the_other(replicas: tuple[ServiceProcess, ServiceProcess]) -> None:
     api_1, api_2 = replicas
     api_1.train("shared", architecture="lstm", dataset="noisy_trend", epochs=1, params={"units": 4})
