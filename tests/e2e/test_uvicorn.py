@@ -9,12 +9,14 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import redis
 
 from service.config import Settings
 from tests.test_deploy import dockerfile_cmd, dockerfile_healthcheck
@@ -24,6 +26,7 @@ pytestmark = pytest.mark.e2e
 READY_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 30.0
 JOB_TIMEOUT_S = 90.0
+REDIS_URL = "redis://127.0.0.1:6379/0"
 
 #: Float sequences for the ``lstm`` models trained on ``noisy_trend`` (ragged: the short one is pre-padded).
 SEQUENCES = [
@@ -200,21 +203,27 @@ def test_serves_trains_stops_cleanly_and_restarts_with_the_same_models(start_ser
 
 @pytest.fixture(scope="module")
 def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServiceProcess, ServiceProcess]]:
-    """Two processes on one MODEL_DIR, started as docker-compose starts api-1 and api-2 (api-2 once api-1
-    is healthy)."""
+    """Two processes on one MODEL_DIR sharing sessions in the real Redis, started as docker-compose starts
+    api-1 and api-2 (api-2 once api-1 is healthy). The Redis keys live under a prefix of their own."""
     root = tmp_path_factory.mktemp("replicas")
     workdir = root / "cwd"
     workdir.mkdir()
     start, started = _factory(workdir)
+    prefix = f"lstm-serve-e2e-{uuid.uuid4().hex}:"
+    shared = {"SESSION_STORE": REDIS_URL, "SESSION_KEY_PREFIX": prefix}
     try:
-        api_1 = start(root / "models", "api-1")
+        api_1 = start(root / "models", "api-1", **shared)
         api_1.wait_ready()
-        api_2 = start(root / "models", "api-2")
+        api_2 = start(root / "models", "api-2", **shared)
         api_2.wait_ready()
         yield api_1, api_2
     finally:
         for service in started:
             service.kill()
+        client = redis.Redis.from_url(REDIS_URL)
+        keys = list(client.scan_iter(f"{prefix}*"))
+        if keys:
+            client.delete(*keys)
 
 
 def test_second_replica_serves_the_demo_model_of_the_first(replicas: tuple[ServiceProcess, ServiceProcess]) -> None:
@@ -231,6 +240,34 @@ def test_model_trained_on_one_replica_is_served_by_the_other(replicas: tuple[Ser
     response = api_2.http.get("/models/shared")
     assert response.status_code == 200, response.text
     assert api_2.predict("shared") == api_1.predict("shared")
+
+
+def test_session_continues_across_replicas(replicas: tuple[ServiceProcess, ServiceProcess]) -> None:
+    """A step sent to replica A and the next to replica B continue the same state."""
+    api_1, api_2 = replicas
+    values = [0.1, -0.4, 0.9, 0.3, -1.2, 0.5]
+    alone = api_1.http.post("/models/demo/sessions").json()["session_id"]
+    expected = [api_1.http.post(f"/sessions/{alone}/step", json={"values": [v]}).json()["probability"] for v in values]
+
+    session_id = api_2.http.post("/models/demo/sessions").json()["session_id"]
+    handed_over = []
+    for i, value in enumerate(values):
+        replica = (api_1, api_2)[i % 2]
+        response = replica.http.post(f"/sessions/{session_id}/step", json={"values": [value]})
+        assert response.status_code == 200, response.text
+        assert response.json()["steps_seen"] == i + 1
+        handed_over.append(response.json()["probability"])
+    assert handed_over == pytest.approx(expected, abs=1e-6)
+    assert api_1.http.get(f"/sessions/{session_id}").json()["steps_seen"] == len(values)
+    assert api_2.http.delete(f"/sessions/{session_id}").status_code == 204
+    assert api_1.http.get(f"/sessions/{session_id}").status_code == 404
+
+
+def test_job_of_one_replica_is_readable_on_the_other(replicas: tuple[ServiceProcess, ServiceProcess]) -> None:
+    api_1, api_2 = replicas
+    job = api_1.train("jobs-shared", architecture="lstm", dataset="noisy_trend", epochs=1, params={"units": 4})
+    seen = api_2.http.get(f"/jobs/{job['job_id']}").json()
+    assert seen["status"] == "succeeded" and seen["version"] == job["version"]
 
 
 def test_api_key_guards_training_in_the_real_process(start_service: Start, tmp_path: Path) -> None:
