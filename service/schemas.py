@@ -108,6 +108,7 @@ class JobPublic(BaseModel):
     created_at: str
     started_at: str | None
     finished_at: str | None
+    owner: str = ""
 
 
 class ModelPublic(BaseModel):
