@@ -32,7 +32,7 @@ def test_history_grows_per_epoch(client: TestClient) -> None:
     epochs = 4
     job_id = submit(
         client, "progress", architecture="lstm", dataset="noisy_trend", params={"units": 4},
-        epochs=epochs, batch_size=16, validation_split=0.25,
+        epochs=epochs, batch_size=32, validation_split=0.25,
     )
     snapshots = []
     while True:
@@ -92,7 +92,7 @@ def test_no_validation_history_without_a_split_and_cancel_keeps_versions(client:
 
     # Cancelling a later training of the same model leaves its existing versions as they were.
     job_id = submit(client, "noval", architecture="lstm", dataset="noisy_trend", params={"units": 4},
-                    epochs=200, batch_size=8)
+                    epochs=200, batch_size=32)
     wait_until(client, job_id, lambda job: job["status"] == "running")
     assert client.delete(f"/jobs/{job_id}").status_code == 200
     assert wait_for_job(client, job_id)["status"] == "cancelled"
@@ -102,7 +102,7 @@ def test_no_validation_history_without_a_split_and_cancel_keeps_versions(client:
 
 def test_cancel_running_and_queued_jobs(app_client: Any) -> None:
     client = app_client(max_queued_jobs=1)
-    long = {"architecture": "lstm", "dataset": "noisy_trend", "params": {"units": 4}, "epochs": 200, "batch_size": 8}
+    long = {"architecture": "lstm", "dataset": "noisy_trend", "params": {"units": 4}, "epochs": 200, "batch_size": 32}
     running_id = submit(client, "cancelled", **long)
     wait_until(client, running_id, lambda job: job["status"] == "running")
     queued_id = submit(client, "never", **long)

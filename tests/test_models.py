@@ -298,7 +298,6 @@ def test_list_models_empty(client: TestClient) -> None:
 def test_delete_model(client: TestClient, tmp_path: Path) -> None:
     content = save(lstm_model(), tmp_path)
     assert upload(client, "doomed", content).status_code == 201
-    assert upload(client, "doomed", content).status_code == 201
     assert upload(client, "kept", content).status_code == 201
     assert [m["name"] for m in client.get("/models").json()] == ["doomed", "kept"]
 

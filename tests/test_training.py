@@ -112,17 +112,14 @@ def test_every_architecture_trains_on_user_data(client: TestClient, arch: str) -
     assert_predictions_well_formed(body, len(data["sequences"]))
 
 
-def test_same_seed_gives_the_same_model(client: TestClient) -> None:
-    body = {"architecture": "lstm", "data": FLOAT_DATA, "params": {"units": 4}, "epochs": 2, "seed": 11}
-    train(client, "seeded-a", **body)
-    train(client, "seeded-b", **body)
-    seqs = FLOAT_DATA["sequences"]
-    a = [p["probability"] for p in predict(client, "seeded-a", seqs)["predictions"]]
-    b = [p["probability"] for p in predict(client, "seeded-b", seqs)["predictions"]]
-    assert a == pytest.approx(b, abs=1e-6)
-    assert client.get("/models/seeded-a").json()["metrics"] == pytest.approx(
-        client.get("/models/seeded-b").json()["metrics"]
-    )
+def test_same_seed_gives_the_same_model(client: TestClient, trained: TestClient) -> None:
+    # The same request as the one behind the shared "m-lstm" model, in another app: same weights.
+    train(client, "again", architecture="lstm", dataset="noisy_trend", epochs=2)
+    probe = [[-1.0, -0.5, 0.0, 0.5, 1.0], [0.3] * 30, [1.0, -1.0]]
+    again = [p["probability"] for p in predict(client, "again", probe)["predictions"]]
+    original = [p["probability"] for p in predict(trained, "m-lstm", probe)["predictions"]]
+    assert again == pytest.approx(original, abs=1e-6)
+    assert client.get("/models/again").json()["metrics"] == pytest.approx(trained.get("/models/m-lstm").json()["metrics"])
 
 
 def test_defaults_versions_and_version_pinning(client: TestClient) -> None:
@@ -142,8 +139,9 @@ def test_defaults_versions_and_version_pinning(client: TestClient) -> None:
     v1 = [p["probability"] for p in predict(client, "versions", probe)["predictions"]]
 
     # A second training of the same name is version 2, with its own max_len and units.
-    job2 = train(client, "versions", data={"sequences": [[0.1] * 9, [0.9] * 4], "labels": [0, 1]},
-                 params={"units": 4}, epochs=1, validation_split=0.0)
+    # An explicit max_len longer than every sequence wins: the training data is pre-padded to it.
+    job2 = train(client, "versions", data={"sequences": [[0.1] * 3, [0.9] * 4], "labels": [0, 1]},
+                 params={"units": 4, "max_len": 9}, epochs=1, validation_split=0.0)
     assert job2["version"] == 2
     meta = client.get("/models/versions").json()
     assert meta["version"] == 2
@@ -170,11 +168,7 @@ def test_defaults_versions_and_version_pinning(client: TestClient) -> None:
     assert error["details"]["got"] == 3
 
 
-def test_explicit_max_len_pads_and_truncates_training_data(client: TestClient) -> None:
-    # max_len given and longer than every sequence: training data is pre-padded to it.
-    train(client, "wide", data=FLOAT_DATA, params={"max_len": 10, "units": 4}, epochs=1)
-    assert client.get("/models/wide").json()["max_len"] == 10
-    assert len(predict(client, "wide", [[0.0] * 10])["predictions"]) == 1
+def test_max_len_shorter_than_the_training_data(client: TestClient) -> None:
     # max_len shorter than the longest training sequence is refused, naming the too-long sequence.
     response = client.post(
         "/models/narrow/train", json={"data": FLOAT_DATA, "params": {"max_len": 3, "units": 4}, "epochs": 1}
