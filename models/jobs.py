@@ -174,6 +174,10 @@ class JobManager:
         except (ValueError, TypeError):
             raise JobNotFound(f"No readable job with id '{job_id}'.", job_id=job_id) from None
 
+    def artifact_path(self, job_id: str, name: str) -> Path:
+        """Where a job keeps a file it produces (e.g. a comparison's plot), beside its record."""
+        return self.folder / f"{job_id}.{name}"
+
     def list(self) -> list[Job]:
         """Snapshots of every known job, oldest first."""
         with self._done:

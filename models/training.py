@@ -2,7 +2,7 @@
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -107,13 +107,17 @@ def prepare_dataset(name: str, arch: Architecture, params: ArchParams, seed: int
     return TrainingData(x=data, y=y.astype(np.float32), source=f"dataset:{name}")
 
 
-class _Progress(keras.callbacks.Callback):
-    """Publishes each epoch's metrics to the job record and stops at the next batch after a cancel."""
+EpochCallback = Callable[[int, dict[str, list[float]]], None]
 
-    def __init__(self, context: JobContext, history: dict[str, list[float]]) -> None:
+
+class _Progress(keras.callbacks.Callback):
+    """Reports each epoch's metrics and stops at the next batch after a cancel."""
+
+    def __init__(self, context: JobContext, history: dict[str, list[float]], on_epoch: EpochCallback) -> None:
         super().__init__()
         self._context = context
         self._history = history
+        self._on_epoch = on_epoch
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         if self._context.cancel_requested.is_set():
@@ -123,34 +127,50 @@ class _Progress(keras.callbacks.Callback):
         for key, values in self._history.items():
             if logs and key in logs:
                 values.append(float(logs[key]))
-        self._context.update(epoch=epoch + 1, history={k: list(v) for k, v in self._history.items()})
+        self._on_epoch(epoch + 1, {k: list(v) for k, v in self._history.items()})
 
 
-def fit(arch: Architecture, params: ArchParams, data: TrainingData, settings: FitSettings, context: JobContext) -> FitResult:
-    """Fit the whole-sequence model of ``arch`` with binary cross-entropy and Adam, seeded."""
-    keras.utils.set_random_seed(settings.seed)
-    order = np.random.default_rng(settings.seed).permutation(len(data.y))
-    n_val = int(len(order) * settings.validation_split)
-    if len(order) - n_val < 1:
+def split_indices(n: int, settings: FitSettings) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded shuffle, then the first ``validation_split`` share validates and the rest trains."""
+    order = np.random.default_rng(settings.seed).permutation(n)
+    n_val = int(n * settings.validation_split)
+    if n - n_val < 1:
         raise InvalidInput(
             "validation_split leaves no sequence to train on.",
             field="validation_split",
-            expected=f"< {1 - 1 / len(order):.3f}",
+            expected=f"< {1 - 1 / n:.3f}",
             got=settings.validation_split,
         )
-    train_idx, val_idx = order[n_val:], order[:n_val]
+    return order[n_val:], order[:n_val]
+
+
+def fit(
+    arch: Architecture,
+    params: ArchParams,
+    data: TrainingData,
+    settings: FitSettings,
+    context: JobContext,
+    on_epoch: EpochCallback | None = None,
+) -> FitResult:
+    """Fit the whole-sequence model of ``arch`` with binary cross-entropy and Adam, seeded.
+
+    ``on_epoch(epoch, history)`` sees progress; by default it is published as the job's own.
+    """
+    keras.utils.set_random_seed(settings.seed)
+    train_idx, val_idx = split_indices(len(data.y), settings)
     model = build_sequence_model(arch, params)
     model.compile(optimizer=keras.optimizers.Adam(), loss="binary_crossentropy", metrics=["accuracy"])
     history: dict[str, list[float]] = {"loss": [], "accuracy": [], "val_loss": [], "val_accuracy": []}
+    publish = on_epoch or (lambda epoch, hist: context.update(epoch=epoch, history=hist))
     started = time.perf_counter()
     model.fit(
         data.x[train_idx],
         data.y[train_idx],
-        validation_data=(data.x[val_idx], data.y[val_idx]) if n_val else None,
+        validation_data=(data.x[val_idx], data.y[val_idx]) if len(val_idx) else None,
         epochs=settings.epochs,
         batch_size=settings.batch_size,
         verbose=0,
-        callbacks=[_Progress(context, history)],
+        callbacks=[_Progress(context, history, publish)],
     )
     context.check_cancelled()
     return FitResult(model=model, history=history, seconds=time.perf_counter() - started)
@@ -207,4 +227,5 @@ def plan_training(
         assert sequences is not None and labels is not None, "the request schema demands data or dataset"
         params = resolve_params(arch, overrides, max(len(s) for s in sequences))
         data = prepare_user_data(sequences, labels, arch, params)
+    split_indices(len(data.y), settings)
     return train_job(store, name, arch, params, data, settings)

@@ -5,6 +5,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models.architectures import ARCHITECTURES
+from models.errors import InvalidInput
+from models.training import FitSettings
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 
@@ -83,9 +85,26 @@ class FitOptions(RequestModel):
             raise ValueError("give exactly one of 'data' and 'dataset'")
         return self
 
+    def fit_settings(self, max_epochs: int) -> FitSettings:
+        """The domain's fit settings, enforcing the server's epoch cap (``MAX_EPOCHS``)."""
+        if self.epochs > max_epochs:
+            raise InvalidInput(
+                f"At most {max_epochs} epochs per job.", field="epochs", expected=f"<= {max_epochs}", got=self.epochs
+            )
+        return FitSettings(self.epochs, self.batch_size, self.validation_split, self.seed)
+
 
 class TrainRequest(FitOptions):
     architecture: ArchitectureName = "lstm"
+
+
+class CompareRequest(FitOptions):
+    architectures: Annotated[list[ArchitectureName], Field(min_length=1, max_length=5)] | None = Field(
+        None, description="Default: every architecture that can take the data"
+    )
+    keep_best_as: Annotated[str, Field(pattern=NAME_PATTERN)] | None = Field(
+        None, description="Store the winner as a served model under this name"
+    )
 
 
 class JobAccepted(BaseModel):

@@ -6,7 +6,7 @@ from fastapi import APIRouter, File, Form, Response, UploadFile
 
 from models.importing import import_model
 from models.store import ModelInfo
-from models.training import FitSettings, plan_training
+from models.training import plan_training
 from models.errors import InvalidInput
 from service.deps import JobsDep, MetricsDep, ModelName, PredictorDep, SettingsDep, StoreDep, WriteAccess
 from service.schemas import (
@@ -44,10 +44,6 @@ def model_public(info: ModelInfo) -> ModelPublic:
 @router.post("/models/{name}/train", status_code=202, dependencies=[WriteAccess])
 def train_model(name: ModelName, body: TrainRequest, jobs: JobsDep, store: StoreDep, settings: SettingsDep) -> JobAccepted:
     """Train a new version of a model in the background; poll the returned job."""
-    if body.epochs > settings.max_epochs:
-        raise InvalidInput(
-            f"At most {settings.max_epochs} epochs per job.", field="epochs", expected=f"<= {settings.max_epochs}", got=body.epochs
-        )
     work = plan_training(
         store,
         name,
@@ -56,7 +52,7 @@ def train_model(name: ModelName, body: TrainRequest, jobs: JobsDep, store: Store
         sequences=body.data.sequences if body.data else None,
         labels=body.data.labels if body.data else None,
         dataset=body.dataset,
-        settings=FitSettings(body.epochs, body.batch_size, body.validation_split, body.seed),
+        settings=body.fit_settings(settings.max_epochs),
     )
     job = jobs.submit("train", name, body.epochs, work)
     return JobAccepted(job_id=job.job_id, model=name, status=job.status)
