@@ -53,6 +53,7 @@ def to_model_input(
         raise InvalidInput("Send at least one sequence.", field=field, expected="a non-empty list", got=[])
     batch = np.zeros((len(sequences), max_len), dtype=np.float64)
     lengths = np.empty(len(sequences), dtype=np.int64)
+    cut = np.zeros(len(sequences), dtype=np.int64)  # steps dropped from the front by truncate="pre"
     for i, seq in enumerate(sequences):
         n = len(seq)
         if n == 0:
@@ -66,7 +67,10 @@ def to_model_input(
                     expected=f"at most {max_len} steps",
                     got=n,
                 )
-            seq = seq[n - max_len :] if truncate == "pre" else seq[:max_len]
+            if truncate == "pre":
+                seq, cut[i] = seq[n - max_len :], n - max_len
+            else:
+                seq = seq[:max_len]
             n = max_len
         batch[i, max_len - n :] = seq
         lengths[i] = n
@@ -75,7 +79,7 @@ def to_model_input(
 
     def locate(flat: int) -> str:
         row, col = divmod(flat, max_len)
-        return f"{field}[{row}][{col - (max_len - int(lengths[row]))}]"
+        return f"{field}[{row}][{col - (max_len - int(lengths[row])) + int(cut[row])}]"
 
     return _check_tokens(batch, vocab_size, locate)
 

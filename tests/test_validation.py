@@ -106,6 +106,28 @@ def test_predict_bad_token_ids(trained: TestClient, sequences: list[list[float]]
     assert error["details"]["got"] == got
 
 
+@pytest.mark.parametrize(
+    ("truncate", "sequence", "field"),
+    [
+        ("pre", [1] * 34 + [100], "sequences[0][34]"),  # kept part: index in the sequence as sent
+        ("pre", [1] * 10 + [100] + [1] * 24, "sequences[0][10]"),
+        ("post", [1] * 29 + [100] + [1] * 5, "sequences[0][29]"),
+    ],
+)
+def test_predict_bad_token_in_truncated_sequence(trained: TestClient, truncate: str, sequence: list[int], field: str) -> None:
+    body = {"sequences": [sequence], "truncate": truncate}
+    error = assert_error(trained.post(f"/models/{TOKEN_MODEL}/predict", json=body), 422, "invalid_input", field)
+    assert error["details"]["got"] == 100
+
+
+def test_predict_bad_token_in_the_cut_part_is_ignored(trained: TestClient) -> None:
+    sequence = [100, -1, 7.5] + [3] * 30  # the first 3 steps are cut by truncate="pre"
+    cut = trained.post(f"/models/{TOKEN_MODEL}/predict", json={"sequences": [sequence], "truncate": "pre"})
+    sliced = trained.post(f"/models/{TOKEN_MODEL}/predict", json={"sequences": [sequence[3:]]})
+    assert cut.status_code == 200, cut.text
+    assert cut.json() == sliced.json()
+
+
 def test_predict_whole_floats_are_valid_token_ids(trained: TestClient) -> None:
     as_floats = trained.post(f"/models/{TOKEN_MODEL}/predict", json={"sequences": [[1.0, 99.0, 0.0]]})
     as_ints = trained.post(f"/models/{TOKEN_MODEL}/predict", json={"sequences": [[1, 99, 0]]})
