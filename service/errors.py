@@ -49,8 +49,9 @@ def status_for(exc: LstmServeError) -> int:
 def error_response(request: Request, status: int, code: str, message: str, details: dict[str, Any] | None = None) -> JSONResponse:
     """The error body in the format of the protocol the request was made in."""
     path = request.url.path
-    if path.startswith(("/v1/", "/v2/")):
-        return JSONResponse({"error": message}, status_code=status)
+    if path.startswith(("/v1/", "/v2/")) or path == "/v2":
+        # TF Serving and KServe answer an invalid argument with 400, where native routes use 422.
+        return JSONResponse({"error": message}, status_code=400 if status == 422 else status)
     body = {"error": {"code": code, "message": message, "details": details or {}}}
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return JSONResponse(body, status_code=status, headers=headers)

@@ -1,0 +1,134 @@
+"""TF Serving REST API (``/v1/models/...``), so existing TF Serving clients work unchanged.
+
+Model status, metadata and ``:predict`` in row (``instances``) and columnar (``inputs``) format; each
+lstm-serve model has one signature, ``serving_default``, with input ``sequence`` and output ``probability``.
+"""
+
+from fastapi import APIRouter
+
+from models.errors import InvalidInput
+from models.store import ModelStore
+from service.compat import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    Version,
+    check_version,
+    input_shape,
+    predict_sequences,
+    sequences_from_inputs,
+    sequences_from_instances,
+)
+from service.compat_schemas import (
+    CompatError,
+    TfColumnarResponse,
+    TfDim,
+    TfMetadata,
+    TfMetadataResponse,
+    TfModelSpec,
+    TfModelStatusResponse,
+    TfPredictRequest,
+    TfPredictResponse,
+    TfSignatureDef,
+    TfSignatureDefMap,
+    TfTensorInfo,
+    TfTensorShape,
+    TfVersionStatus,
+)
+from service.deps import MetricsDep, ModelName, PredictorDep, SettingsDep, StoreDep
+
+SIGNATURE = "serving_default"
+
+router = APIRouter(
+    prefix="/v1/models", tags=["tf-serving"], responses={400: {"model": CompatError}, 404: {"model": CompatError}}
+)
+
+
+def _tensor(dtype: str, shape: list[int], name: str) -> TfTensorInfo:
+    return TfTensorInfo(dtype=dtype, tensor_shape=TfTensorShape(dim=[TfDim(size=str(d)) for d in shape]), name=name)
+
+
+def _metadata(store: ModelStore, name: str, version: int | None) -> TfMetadataResponse:
+    meta = store.get(name, version).meta
+    dtype = "DT_FLOAT" if meta.input_kind == "float" else "DT_INT32"
+    signature = TfSignatureDef(
+        inputs={INPUT_NAME: _tensor(dtype, input_shape(meta.input_kind, meta.max_len), f"{SIGNATURE}_{INPUT_NAME}:0")},
+        outputs={OUTPUT_NAME: _tensor("DT_FLOAT", [-1, 1], "StatefulPartitionedCall:0")},
+    )
+    return TfMetadataResponse(
+        model_spec=TfModelSpec(name=name, version=str(meta.version)),
+        metadata=TfMetadata(signature_def=TfSignatureDefMap(signature_def={SIGNATURE: signature})),
+    )
+
+
+async def _predict(
+    name: str,
+    version: int | None,
+    body: TfPredictRequest,
+    store: ModelStore,
+    predictor: PredictorDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+) -> TfPredictResponse | TfColumnarResponse:
+    version = store.get(name, version).meta.version  # an unknown model or version is a 404 before any input error
+    if body.signature_name not in (None, "", SIGNATURE):
+        raise InvalidInput(
+            f"signature_name: the model has one signature, '{SIGNATURE}'; got '{body.signature_name}'.",
+            field="signature_name",
+            expected=[SIGNATURE],
+            got=body.signature_name,
+        )
+    if body.instances is not None:
+        sequences = sequences_from_instances(body.instances)
+    else:
+        assert body.inputs is not None, "the schema requires one of the two"
+        sequences = sequences_from_inputs(body.inputs)
+    _, probabilities = await predict_sequences(predictor, settings, metrics, name, sequences, version)
+    rows = [[p] for p in probabilities]
+    return TfPredictResponse(predictions=rows) if body.instances is not None else TfColumnarResponse(outputs=rows)
+
+
+@router.get("/{name}")
+def model_status(name: ModelName, store: StoreDep) -> TfModelStatusResponse:
+    """Status of every version of a model (all AVAILABLE)."""
+    return TfModelStatusResponse(model_version_status=[TfVersionStatus(version=str(v)) for v in store.info(name).versions])
+
+
+@router.get("/{name}/versions/{version}")
+def version_status(name: ModelName, version: Version, store: StoreDep) -> TfModelStatusResponse:
+    """Status of one version of a model."""
+    check_version(store, name, version)
+    return TfModelStatusResponse(model_version_status=[TfVersionStatus(version=str(version))])
+
+
+@router.get("/{name}/metadata")
+def model_metadata(name: ModelName, store: StoreDep) -> TfMetadataResponse:
+    """Signature of the latest version: input tensor name, dtype and shape, output shape."""
+    return _metadata(store, name, None)
+
+
+@router.get("/{name}/versions/{version}/metadata")
+def version_metadata(name: ModelName, version: Version, store: StoreDep) -> TfMetadataResponse:
+    """Signature of one version."""
+    return _metadata(store, name, version)
+
+
+@router.post("/{name}:predict")
+async def predict(
+    name: ModelName, body: TfPredictRequest, store: StoreDep, predictor: PredictorDep, settings: SettingsDep, metrics: MetricsDep
+) -> TfPredictResponse | TfColumnarResponse:
+    """Probabilities with the latest version: ``{"predictions": [[p], ...]}`` or ``{"outputs": [[p], ...]}``."""
+    return await _predict(name, None, body, store, predictor, settings, metrics)
+
+
+@router.post("/{name}/versions/{version}:predict")
+async def predict_version(
+    name: ModelName,
+    version: Version,
+    body: TfPredictRequest,
+    store: StoreDep,
+    predictor: PredictorDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+) -> TfPredictResponse | TfColumnarResponse:
+    """Probabilities with one version of a model."""
+    return await _predict(name, version, body, store, predictor, settings, metrics)
