@@ -166,6 +166,32 @@ def test_upload_seed_stateful_model(client: TestClient, tmp_path: Path) -> None:
     )
 
 
+def test_upload_model_without_a_fixed_length(client: TestClient, tmp_path: Path) -> None:
+    inputs = keras.Input((None, 1))
+    x = keras.layers.LSTM(3)(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(x))
+    randomize(model, seed=9)
+    content = save(model, tmp_path)
+    response = upload(client, "free", content)
+    assert response.status_code == 422
+    assert response.json()["error"]["details"]["field"] == "max_len"
+    response = upload(client, "free", content, max_len=0)
+    assert response.status_code == 422
+    assert response.json()["error"]["details"]["field"] == "max_len"
+    response = upload(client, "free", content, max_len=5)
+    assert response.status_code == 201, response.text
+    assert response.json()["params"] == {"max_len": 5, "units": 3}
+    x = np.random.default_rng(10).normal(size=(3, 5)).astype(np.float32)
+    np.testing.assert_allclose(service_probabilities(client, "free", x), np.asarray(model(x[:, :, None])).reshape(-1),
+                               atol=TOLERANCE)
+
+
+def test_upload_invalid_name(client: TestClient, tmp_path: Path) -> None:
+    response = upload(client, "Bad-Name", save(lstm_model(), tmp_path))
+    assert response.status_code == 422
+    assert response.json()["error"]["details"]["field"] == "name"
+
+
 def test_upload_second_file_is_version_2(client: TestClient, tmp_path: Path) -> None:
     first, second = lstm_model(), lstm_model()
     randomize(first, seed=5)

@@ -237,3 +237,11 @@ def test_training_non_finite_values(client: TestClient) -> None:
     assert_error(post_raw(client, "/models/bad/train", text), 422, "validation_error", "data.sequences[0][1]")
     text = '{"data": {"sequences": [[0.1], [Infinity]], "labels": [0, 1]}}'
     assert_error(post_raw(client, "/models/bad/train", text), 422, "validation_error", "data.sequences[1][0]")
+
+
+def test_too_many_sequences_per_request(app_client: Any, trained_dir: Any) -> None:
+    client = app_client(trained_dir, max_sequences_per_request=2)  # the shared models, read only
+    assert client.post(f"/models/{FLOAT_MODEL}/predict", json={"sequences": [[0.1], [0.2]]}).status_code == 200
+    response = client.post(f"/models/{FLOAT_MODEL}/predict", json={"sequences": [[0.1], [0.2], [0.3]]})
+    error = assert_error(response, 422, "invalid_input", "sequences")
+    assert error["details"]["got"] == 3
