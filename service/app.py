@@ -14,7 +14,7 @@ from models.sessions import open_session_store
 from models.stepping import SessionService
 from models.store import ModelStore
 from models.training import FitSettings, plan_training
-from service.api import catalog, compare, health, jobs, kserve, models, sessions, tfserving
+from service.api import catalog, compare, health, jobs, kserve, models, sessions, tfserving, ui
 from service.config import Settings, get_settings
 from service.deps import ReadAccess
 from service.errors import install_error_handlers
@@ -85,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.include_router(health.router)
+    app.include_router(ui.router, include_in_schema=False, dependencies=[ReadAccess])
     app.include_router(kserve.health_router)
     for router in (catalog.router, models.router, jobs.router, sessions.router, compare.router, tfserving.router, kserve.router):
         app.include_router(router, dependencies=[ReadAccess])
