@@ -1,0 +1,164 @@
+"""The ``lstm-serve`` console script end to end, against a real ``python -m service`` process."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.test_uvicorn import SEQUENCES, ServiceProcess, service_env
+
+pytestmark = pytest.mark.e2e
+
+CLI = Path(sys.executable).with_name("lstm-serve")
+ARCHITECTURES = ("lstm", "stateful_lstm", "td_dense_lstm", "embedding_lstm", "embedding_bilstm")
+MODEL = "cli-model"
+TIMEOUT_S = 180
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    root = tmp_path_factory.mktemp("cli")
+    workdir = root / "cwd"
+    workdir.mkdir()
+    process = ServiceProcess(workdir, service_env(root / "models", DEMO_MODEL="false"), "cli")
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        process.kill()
+
+
+def cli_env(service: ServiceProcess) -> dict[str, str]:
+    # Wide enough that rich never folds a table cell; no API key from the caller's environment.
+    env = {k: v for k, v in os.environ.items() if k not in ("API_KEY", "LSTM_SERVE_URL")}
+    return {**env, "LSTM_SERVE_URL": service.url, "COLUMNS": "160"}
+
+
+def run_cli(service: ServiceProcess, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(CLI), *args], input=stdin, capture_output=True, text=True, env=cli_env(service), timeout=TIMEOUT_S
+    )
+
+
+@pytest.fixture(scope="module")
+def trained_model(service: ServiceProcess) -> subprocess.CompletedProcess[str]:
+    """``lstm-serve train`` of a small model, run once for the module."""
+    return run_cli(service, "train", MODEL, "--architecture", "lstm", "--dataset", "noisy_trend", "--epochs", "2", "--units", "4")
+
+
+def test_console_script_is_installed_and_starts_without_keras() -> None:
+    assert CLI.exists(), f"{CLI} missing: pip install -e '.[test]'"
+    probe = "import sys, service.cli; assert not any(m == 'keras' or m.startswith(('keras.', 'models')) for m in sys.modules), sorted(sys.modules)"
+    subprocess.run([sys.executable, "-c", probe], check=True, timeout=60)
+
+
+def test_architectures_lists_all_five(service: ServiceProcess) -> None:
+    result = run_cli(service, "architectures")
+    assert result.returncode == 0, result.stderr
+    for name in ARCHITECTURES:
+        assert name in result.stdout
+    assert "when to use" in result.stdout
+
+
+def test_train_shows_progress_and_succeeds(service: ServiceProcess, trained_model: subprocess.CompletedProcess[str]) -> None:
+    assert trained_model.returncode == 0, trained_model.stdout + trained_model.stderr
+    assert "2/2" in trained_model.stdout  # the progress bar's final state
+    assert "val_accuracy" in trained_model.stdout
+    assert f"succeeded: model '{MODEL}' version 1" in trained_model.stdout
+    models = run_cli(service, "models")
+    assert models.returncode == 0 and MODEL in models.stdout
+
+
+def test_predict_prints_the_probabilities_of_the_api(service: ServiceProcess, trained_model: subprocess.CompletedProcess[str]) -> None:
+    assert trained_model.returncode == 0
+    direct = service.predict(MODEL, SEQUENCES)
+
+    as_json = run_cli(service, "predict", MODEL, "--sequences", json.dumps(SEQUENCES), "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    assert json.loads(as_json.stdout) == direct
+
+    table = run_cli(service, "predict", MODEL, stdin=json.dumps({"sequences": SEQUENCES}))
+    assert table.returncode == 0, table.stderr
+    rows = re.findall(r"│\s*(\d+)\s*│\s*([0-9.]+)\s*│\s*([01])\s*│", table.stdout)
+    assert [int(i) for i, _, _ in rows] == list(range(len(SEQUENCES)))
+    for (_, probability, label), expected in zip(rows, direct["predictions"], strict=True):
+        assert float(probability) == pytest.approx(expected["probability"], abs=1e-6)
+        assert int(label) == expected["label"]
+
+
+def test_compare_prints_leaderboard_and_saves_plot(service: ServiceProcess, tmp_path: Path) -> None:
+    plot = tmp_path / "curves.png"
+    result = run_cli(
+        service, "compare", "--dataset", "noisy_trend", "--epochs", "1", "--architectures", "lstm,td_dense_lstm",
+        "--units", "4", "--dense-units", "4", "--plot", str(plot),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    board = result.stdout[result.stdout.index("Leaderboard"):]
+    assert re.search(r"│\s*[12]\s*│\s*lstm\b", board) and re.search(r"│\s*[12]\s*│\s*td_dense_lstm\b", board)
+    assert "Best: " in result.stdout  # the recommendation text
+    assert "2/2" in result.stdout
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 5_000
+
+
+def test_session_steps_resets_and_matches_after_reset(service: ServiceProcess, trained_model: subprocess.CompletedProcess[str]) -> None:
+    assert trained_model.returncode == 0
+    result = run_cli(service, "session", MODEL, stdin="0.1\n0.2 0.3\nreset\n0.1\nquit\n")
+    assert result.returncode == 0, result.stderr
+    steps = re.findall(r"steps_seen (\d+)\s+probability ([0-9.]+)", result.stdout)
+    assert [int(s) for s, _ in steps] == [1, 3, 1]
+    assert "reset" in result.stdout
+    assert steps[0][1] == steps[2][1]
+    # The same first step through the API directly.
+    session = service.http.post(f"/models/{MODEL}/sessions").json()["session_id"]
+    direct = service.http.post(f"/sessions/{session}/step", json={"values": [0.1]}).json()["probability"]
+    assert float(steps[0][1]) == pytest.approx(direct, abs=1e-6)
+
+
+def test_unknown_model_is_exit_2_with_the_error_code(service: ServiceProcess) -> None:
+    result = run_cli(service, "predict", "no-such-model", "--sequences", "[[0.1]]")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "model_not_found" in lines[0] and "no-such-model" in lines[0]
+
+
+def test_unreachable_url_is_named() -> None:
+    result = subprocess.run(
+        [str(CLI), "models", "--url", "http://127.0.0.1:9"], capture_output=True, text=True, timeout=60,
+        env={k: v for k, v in os.environ.items() if k != "API_KEY"},
+    )
+    assert result.returncode == 3
+    assert "could not reach lstm-serve at http://127.0.0.1:9" in result.stderr
+
+
+def test_ctrl_c_cancels_the_training_job(service: ServiceProcess) -> None:
+    process = subprocess.Popen(
+        [str(CLI), "train", "cli-cancel", "--dataset", "noisy_trend", "--epochs", "200", "--units", "4"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(service),
+    )
+    try:
+        first = process.stdout.readline() if process.stdout else ""
+        job_id = re.search(r"job ([0-9a-f]+)", first)
+        assert job_id, first
+        deadline = time.monotonic() + 60
+        while service.http.get(f"/jobs/{job_id[1]}").json()["status"] != "running" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, stderr
+    assert "cancelling job" in stderr
+    deadline = time.monotonic() + 60
+    while (status := service.http.get(f"/jobs/{job_id[1]}").json()["status"]) == "running" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert status == "cancelled"
+    assert service.http.get("/models/cli-cancel").status_code == 404
