@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up and run every test. Starts redis-server on 127.0.0.1:6379 when none answers there (the Redis
-# session store is tested against a real server). Extra arguments go to pytest.
+# session store is tested against a real server) and installs Chromium when missing (the HTML page is
+# rendered headless). Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh test
@@ -12,6 +13,11 @@ if ! redis_up; then
   fi
   redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no
   for _ in $(seq 50); do redis_up && break; sleep 0.1; done
+fi
+
+# Headless Chromium renders the HTML page in tests/test_ui.py (required when CI is set).
+if ! command -v chromium >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
 
 set +e
