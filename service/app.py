@@ -19,6 +19,7 @@ from service.config import Settings, get_settings
 from service.deps import ReadAccess
 from service.errors import install_error_handlers
 from service.limits import BodySizeLimit
+from service.schemas import ErrorResponse
 from service.metrics import Metrics, MetricsMiddleware
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(ui.router, include_in_schema=False, dependencies=[ReadAccess])
     app.include_router(kserve.health_router)
-    for router in (catalog.router, models.router, jobs.router, sessions.router, compare.router, tfserving.router, kserve.router):
+    # Any native route may answer 401 (API_KEY, API_KEY_ALL) and 413 (MAX_BODY_BYTES) in the error format.
+    guarded = {401: {"model": ErrorResponse}, 413: {"model": ErrorResponse}}
+    for router in (catalog.router, models.router, jobs.router, sessions.router, compare.router):
+        app.include_router(router, dependencies=[ReadAccess], responses=guarded)
+    for router in (tfserving.router, kserve.router):
         app.include_router(router, dependencies=[ReadAccess])
     return app
 

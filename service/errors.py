@@ -33,6 +33,9 @@ _HTTP_CODES = {
     415: "unsupported_media_type",
 }
 
+#: FastAPI's ``HTTPException(400)`` detail when a JSON body cannot be decoded at all.
+_UNPARSEABLE_BODY = "There was an error parsing the body"
+
 
 class Unauthorized(Exception):
     """A state-changing route was called without the right bearer token."""
@@ -61,6 +64,9 @@ def _shorten(value: Any) -> Any:
     """Echo what was sent, but never a whole large payload back."""
     if isinstance(value, (list, dict)) and len(value) > 8:
         return f"<{type(value).__name__} of {len(value)} items>"
+    if isinstance(value, (bytes, bytearray)):
+        # A body that was not JSON (e.g. text/plain) is echoed as text; JSON cannot carry bytes.
+        value = bytes(value[:201]).decode("utf-8", errors="replace")
     if isinstance(value, str) and len(value) > 200:
         return value[:200] + "…"
     if isinstance(value, float) and value != value:
@@ -78,12 +84,22 @@ def _field_name(loc: tuple[int | str, ...]) -> str:
     return name or str(loc[0] if loc else "body")
 
 
+def _problem(error: dict[str, Any]) -> dict[str, Any]:
+    """``{field, expected, got}`` of one validation error."""
+    if error.get("type") == "json_invalid":
+        # loc is ("body", <character position>): name the body, and say where and why it is not JSON.
+        reason = error.get("ctx", {}).get("error", "decode error")
+        return {"field": "body", "expected": f"valid JSON ({reason} at character {error['loc'][-1]})", "got": "malformed JSON"}
+    expected = error.get("msg", "")
+    if isinstance(error.get("input"), (bytes, bytearray)):
+        # The body was not parsed as JSON because its Content-Type is not JSON (text/plain, a form, ...).
+        expected = "a JSON body sent with 'Content-Type: application/json'"
+    return {"field": _field_name(tuple(error.get("loc", ()))), "expected": expected, "got": _shorten(error.get("input"))}
+
+
 def validation_details(errors: list[dict[str, Any]]) -> dict[str, Any]:
     """``{field, expected, got}`` of the first problem, then every problem in ``errors``."""
-    problems = [
-        {"field": _field_name(tuple(e.get("loc", ()))), "expected": e.get("msg", ""), "got": _shorten(e.get("input"))}
-        for e in errors
-    ]
+    problems = [_problem(e) for e in errors]
     return {**problems[0], "errors": problems[:20]} if problems else {}
 
 
@@ -107,6 +123,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.detail == _UNPARSEABLE_BODY:
+            # FastAPI's answer to a body that is not even text (e.g. not UTF-8): malformed JSON, so 422.
+            problem = {"field": "body", "expected": "valid JSON in UTF-8", "got": "undecodable bytes"}
+            details = {**problem, "errors": [problem]}
+            return error_response(request, 422, "validation_error", "Invalid request: body: not valid JSON.", details)
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         return error_response(request, exc.status_code, code, str(exc.detail))
 

@@ -41,7 +41,9 @@ def model_public(info: ModelInfo) -> ModelPublic:
     )
 
 
-@router.post("/models/{name}/train", status_code=202, dependencies=[WriteAccess])
+@router.post(
+    "/models/{name}/train", status_code=202, dependencies=[WriteAccess], responses={429: {"model": ErrorResponse}}
+)
 def train_model(name: ModelName, body: TrainRequest, jobs: JobsDep, store: StoreDep, settings: SettingsDep) -> JobAccepted:
     """Train a new version of a model in the background; poll the returned job."""
     work = plan_training(
