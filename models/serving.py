@@ -26,7 +26,7 @@ class Predictor:
         self, name: str, sequences: Sequence[Sequence[float]], version: int | None = None, truncate: Truncate | None = None
     ) -> tuple[Servable, np.ndarray]:
         """The version that answered and one probability per sequence, in order."""
-        servable = self.models.get(name, version)
+        servable = self.models.peek(name, version) or await anyio.to_thread.run_sync(self.models.get, name, version)
         if len(sequences) > _INLINE_PREPARE_LIMIT:
             batch = await anyio.to_thread.run_sync(servable.to_input, sequences, truncate)
         else:

@@ -12,11 +12,13 @@ from collections.abc import Sequence
 from dataclasses import replace
 from functools import partial
 
+import anyio.to_thread
 import numpy as np
 
 from models.batching import BatchScheduler, step_batch
 from models.errors import SessionsUnsupported
 from models.inputs import to_step_input
+from models.servable import Servable
 from models.sessions import SessionRecord, SessionStore, decode_state, encode_state, new_session_id
 from models.store import ModelStore
 
@@ -37,7 +39,7 @@ class SessionService:
 
     async def create(self, model: str, ttl_s: int | None = None, version: int | None = None) -> SessionRecord:
         """Start a session at the zero state on ``version`` (default: the latest) of ``model``."""
-        servable = self.models.get(model, version)
+        servable = await self._servable(model, version)
         arch = servable.architecture
         if not arch.supports_sessions:
             raise SessionsUnsupported(
@@ -57,6 +59,10 @@ class SessionService:
         await self.store.create(record, self.max_sessions)
         return record
 
+    async def _servable(self, model: str, version: int | None) -> Servable:
+        # Loading a version not yet in memory reads files: keep that off the event loop.
+        return self.models.peek(model, version) or await anyio.to_thread.run_sync(self.models.get, model, version)
+
     async def get(self, session_id: str) -> SessionRecord:
         """The session's record."""
         return await self.store.get(session_id)
@@ -64,7 +70,7 @@ class SessionService:
     async def step(self, session_id: str, values: Sequence[float]) -> tuple[SessionRecord, np.ndarray]:
         """Feed ``values`` in order; return the updated record and the probability after each value."""
         async with self.store.locked(session_id) as record:
-            servable = self.models.get(record.model, record.version)
+            servable = await self._servable(record.model, record.version)
             x = to_step_input(values, input_kind=servable.architecture.input_kind, vocab_size=servable.params.vocab_size)
             h, c = decode_state(record.state, servable.params.units)
             probabilities, h, c = await self.batcher.submit(

@@ -136,6 +136,12 @@ class ModelStore:
                 raise ModelNotFound(f"No model named '{name}'.", model=name)
             return ModelInfo(latest=versions[max(versions)], versions=sorted(versions))
 
+    def peek(self, name: str, version: int | None = None) -> Servable | None:
+        """The servable of a version if it is already loaded, without loading it (cheap enough for an event loop)."""
+        with self._lock:
+            info = self.info(name)
+            return self._servables.get((name, info.versions[-1] if version is None else version))
+
     def get(self, name: str, version: int | None = None) -> Servable:
         """The servable of a version (default: the latest), loaded on first use and cached."""
         with self._lock:

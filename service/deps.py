@@ -1,4 +1,8 @@
-"""FastAPI dependencies: the objects the lifespan built, handed to routes as ``Annotated`` aliases."""
+"""FastAPI dependencies: the objects the lifespan built, handed to routes as ``Annotated`` aliases.
+
+All are ``async def``: none blocks, and FastAPI would run a plain ``def`` dependency in its thread pool,
+a hop that cost more than the whole model call (measured in bench/).
+"""
 
 import secrets
 from typing import Annotated
@@ -15,27 +19,27 @@ from service.metrics import Metrics
 from service.schemas import NAME_PATTERN
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_store(request: Request) -> ModelStore:
+async def get_store(request: Request) -> ModelStore:
     return request.app.state.store
 
 
-def get_jobs(request: Request) -> JobManager:
+async def get_jobs(request: Request) -> JobManager:
     return request.app.state.jobs
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
-def get_predictor(request: Request) -> Predictor:
+async def get_predictor(request: Request) -> Predictor:
     return request.app.state.predictor
 
 
-def get_sessions(request: Request) -> SessionService:
+async def get_sessions(request: Request) -> SessionService:
     return request.app.state.sessions
 
 
@@ -55,13 +59,13 @@ def _check_bearer(request: Request, key: str) -> None:
         raise Unauthorized
 
 
-def require_write_access(request: Request, settings: SettingsDep) -> None:
+async def require_write_access(request: Request, settings: SettingsDep) -> None:
     """State-changing routes need the bearer token whenever ``API_KEY`` is set."""
     if settings.api_key:
         _check_bearer(request, settings.api_key)
 
 
-def require_read_access(request: Request, settings: SettingsDep) -> None:
+async def require_read_access(request: Request, settings: SettingsDep) -> None:
     """Reads, predictions and sessions need it only when ``API_KEY_ALL`` is on too."""
     if settings.api_key and settings.api_key_all:
         _check_bearer(request, settings.api_key)

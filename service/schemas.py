@@ -13,15 +13,20 @@ NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 ArchitectureName = Literal["lstm", "stateful_lstm", "td_dense_lstm", "embedding_lstm", "embedding_bilstm"]
 assert set(ArchitectureName.__args__) == set(ARCHITECTURES), "schema and registry must list the same names"
 
-#: A JSON number that is finite; strings and booleans are refused rather than coerced.
-FiniteNumber = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+#: Largest magnitude a float32 holds: anything beyond would silently become infinity inside the model.
+FLOAT32_MAX = 3.4028234e38
+
+#: A JSON number that is finite in float32; strings and booleans are refused rather than coerced.
+FiniteNumber = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=-FLOAT32_MAX, le=FLOAT32_MAX)]
+Label = Annotated[int, Field(strict=True, ge=0, le=1)]
 Sequences = Annotated[list[list[FiniteNumber]], Field(min_length=1)]
 
 
 class RequestModel(BaseModel):
-    """Request bodies refuse unknown fields, so a misspelt option is an error rather than ignored."""
+    """Request bodies refuse unknown fields and never coerce types (``"5"`` is not a number of epochs), so a
+    mistake is an error rather than silently ignored or reinterpreted."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class ErrorBody(BaseModel):
@@ -65,7 +70,7 @@ class ParamsIn(RequestModel):
 
 class TrainingDataIn(RequestModel):
     sequences: Annotated[list[list[FiniteNumber]], Field(min_length=2)]
-    labels: Annotated[list[Literal[0, 1]], Field(min_length=2)]
+    labels: Annotated[list[Label], Field(min_length=2)]
 
 
 class FitOptions(RequestModel):
@@ -85,13 +90,13 @@ class FitOptions(RequestModel):
             raise ValueError("give exactly one of 'data' and 'dataset'")
         return self
 
-    def fit_settings(self, max_epochs: int) -> FitSettings:
-        """The domain's fit settings, enforcing the server's epoch cap (``MAX_EPOCHS``)."""
+    def fit_settings(self, max_epochs: int, max_seconds: float | None = None) -> FitSettings:
+        """The domain's fit settings, enforcing the server's caps (``MAX_EPOCHS``, ``MAX_TRAIN_SECONDS``)."""
         if self.epochs > max_epochs:
             raise InvalidInput(
                 f"At most {max_epochs} epochs per job.", field="epochs", expected=f"<= {max_epochs}", got=self.epochs
             )
-        return FitSettings(self.epochs, self.batch_size, self.validation_split, self.seed)
+        return FitSettings(self.epochs, self.batch_size, self.validation_split, self.seed, max_seconds)
 
 
 class TrainRequest(FitOptions):

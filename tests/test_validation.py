@@ -213,7 +213,6 @@ def test_bad_training_requests(client: TestClient, body: dict[str, Any], status:
     assert client.get("/models").json() == []
 
 
-@pytest.mark.xfail(strict=True, reason="bug: service/schemas.py TrainingDataIn.labels (Literal[0, 1]) coerces JSON true/false")
 def test_boolean_labels_are_refused(client: TestClient) -> None:
     body = {"data": {"sequences": [[0.1], [0.2]], "labels": [True, 0]}}
     assert_error(_train(client, body), 422, "validation_error", "data.labels[0]")
@@ -245,3 +244,9 @@ def test_too_many_sequences_per_request(app_client: Any, trained_dir: Any) -> No
     response = client.post(f"/models/{FLOAT_MODEL}/predict", json={"sequences": [[0.1], [0.2], [0.3]]})
     error = assert_error(response, 422, "invalid_input", "sequences")
     assert error["details"]["got"] == 3
+
+
+@pytest.mark.parametrize("value", [1e39, -1e300])
+def test_numbers_beyond_float32_are_refused(trained: TestClient, value: float) -> None:
+    response = trained.post("/models/m-lstm/predict", json={"sequences": [[0.1, value]]})
+    assert_error(response, 422, "validation_error", "sequences[0][1]")

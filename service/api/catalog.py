@@ -10,7 +10,7 @@ router = APIRouter(tags=["catalog"])
 
 
 @router.get("/architectures")
-def list_architectures() -> list[ArchitecturePublic]:
+async def list_architectures() -> list[ArchitecturePublic]:
     """The five architectures, what each is and when to use it."""
     return [
         ArchitecturePublic(
@@ -27,7 +27,7 @@ def list_architectures() -> list[ArchitecturePublic]:
 
 
 @router.get("/datasets")
-def list_datasets() -> list[DatasetPublic]:
+async def list_datasets() -> list[DatasetPublic]:
     """The built-in datasets: generated from a seed, nothing downloaded."""
     return [
         DatasetPublic(

@@ -11,13 +11,13 @@ router = APIRouter(tags=["operations"])
 
 
 @router.get("/health/live")
-def live() -> HealthStatus:
+async def live() -> HealthStatus:
     """The process is up."""
     return HealthStatus(status="ok")
 
 
 @router.get("/health/ready", responses={503: {"model": HealthStatus}})
-def ready(store: StoreDep, response: Response) -> HealthStatus:
+async def ready(store: StoreDep, response: Response) -> HealthStatus:
     """Ready once the model store is loaded."""
     if not store.ready:
         response.status_code = 503

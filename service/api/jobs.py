@@ -11,13 +11,13 @@ router = APIRouter(tags=["jobs"], responses={404: {"model": ErrorResponse}})
 
 
 @router.get("/jobs")
-def list_jobs(jobs: JobsDep) -> list[JobPublic]:
+async def list_jobs(jobs: JobsDep) -> list[JobPublic]:
     """Every job this replica knows, oldest first."""
     return [JobPublic(**asdict(job)) for job in jobs.list()]
 
 
 @router.get("/jobs/{job_id}")
-def get_job(job_id: str, jobs: JobsDep) -> JobPublic:
+async def get_job(job_id: str, jobs: JobsDep) -> JobPublic:
     """A job's status, epoch, per-epoch history and result."""
     return JobPublic(**asdict(jobs.get(job_id)))
 

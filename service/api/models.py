@@ -54,7 +54,7 @@ def train_model(name: ModelName, body: TrainRequest, jobs: JobsDep, store: Store
         sequences=body.data.sequences if body.data else None,
         labels=body.data.labels if body.data else None,
         dataset=body.dataset,
-        settings=body.fit_settings(settings.max_epochs),
+        settings=body.fit_settings(settings.max_epochs, settings.max_train_seconds),
     )
     job = jobs.submit("train", name, body.epochs, work)
     return JobAccepted(job_id=job.job_id, model=name, status=job.status)
@@ -74,13 +74,13 @@ def load_model(
 
 
 @router.get("/models")
-def list_models(store: StoreDep) -> list[ModelPublic]:
+async def list_models(store: StoreDep) -> list[ModelPublic]:
     """Every stored model with its latest version."""
     return [model_public(store.info(name)) for name in store.names()]
 
 
 @router.get("/models/{name}")
-def get_model(name: ModelName, store: StoreDep) -> ModelPublic:
+async def get_model(name: ModelName, store: StoreDep) -> ModelPublic:
     """One model: architecture, parameters, versions and training metrics."""
     return model_public(store.info(name))
 
