@@ -86,3 +86,9 @@ class CapacityExceeded(LstmServeError):
     """A configured limit (live sessions, queued jobs) is reached; retry later."""
 
     code = "capacity_exceeded"
+
+
+class TrainingTimeExceeded(LstmServeError):
+    """A training job ran past the server's time cap (``MAX_TRAIN_SECONDS``); it was stopped."""
+
+    code = "training_time_exceeded"

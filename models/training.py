@@ -17,7 +17,7 @@ from models.architectures import (
     get_architecture,
 )
 from models.datasets import get_dataset
-from models.errors import InvalidInput
+from models.errors import InvalidInput, TrainingTimeExceeded
 from models.inputs import to_model_input
 from models.jobs import JobContext, Work
 from models.store import ModelStore
@@ -47,6 +47,8 @@ class FitSettings:
     batch_size: int = 32
     validation_split: float = 0.2
     seed: int = 0
+    #: Wall-time cap of one fit (``MAX_TRAIN_SECONDS``); ``None`` means no cap.
+    max_seconds: float | None = None
 
 
 @dataclass
@@ -111,16 +113,27 @@ EpochCallback = Callable[[int, dict[str, list[float]]], None]
 
 
 class _Progress(keras.callbacks.Callback):
-    """Reports each epoch's metrics and stops at the next batch after a cancel."""
+    """Reports each epoch's metrics; stops at the next batch after a cancel or past the time cap."""
 
-    def __init__(self, context: JobContext, history: dict[str, list[float]], on_epoch: EpochCallback) -> None:
+    def __init__(
+        self,
+        context: JobContext,
+        history: dict[str, list[float]],
+        on_epoch: EpochCallback,
+        deadline: float | None = None,
+    ) -> None:
         super().__init__()
         self._context = context
         self._history = history
         self._on_epoch = on_epoch
+        self._deadline = deadline
+        self.timed_out = False
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         if self._context.cancel_requested.is_set():
+            self.model.stop_training = True
+        elif self._deadline is not None and time.perf_counter() > self._deadline:
+            self.timed_out = True
             self.model.stop_training = True
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
@@ -163,6 +176,8 @@ def fit(
     history: dict[str, list[float]] = {"loss": [], "accuracy": [], "val_loss": [], "val_accuracy": []}
     publish = on_epoch or (lambda epoch, hist: context.update(epoch=epoch, history=hist))
     started = time.perf_counter()
+    deadline = None if settings.max_seconds is None else started + settings.max_seconds
+    progress = _Progress(context, history, publish, deadline)
     model.fit(
         data.x[train_idx],
         data.y[train_idx],
@@ -170,9 +185,15 @@ def fit(
         epochs=settings.epochs,
         batch_size=settings.batch_size,
         verbose=0,
-        callbacks=[_Progress(context, history, publish)],
+        callbacks=[progress],
     )
     context.check_cancelled()
+    if progress.timed_out:
+        raise TrainingTimeExceeded(
+            f"Training stopped: it ran past the server's limit of {settings.max_seconds:g} s (MAX_TRAIN_SECONDS).",
+            limit_s=settings.max_seconds,
+            epochs_done=len(history["loss"]),
+        )
     return FitResult(model=model, history=history, seconds=time.perf_counter() - started)
 
 
