@@ -129,6 +129,10 @@ def install_error_handlers(app: FastAPI) -> None:
             details = {**problem, "errors": [problem]}
             return error_response(request, 422, "validation_error", "Invalid request: body: not valid JSON.", details)
         code = _HTTP_CODES.get(exc.status_code, "http_error")
+        if exc.status_code in (404, 405) and exc.detail in ("Not Found", "Method Not Allowed"):
+            # No route matched (e.g. a name holding '/', as an encoded '../x' does): say which request.
+            message = f"No route {request.method} {request.url.path} ({str(exc.detail).lower()})."
+            return error_response(request, exc.status_code, code, message, {"method": request.method, "path": request.url.path})
         return error_response(request, exc.status_code, code, str(exc.detail))
 
     @app.exception_handler(RedisError)
