@@ -34,6 +34,8 @@ _TRASH_PREFIX = ".trash-"
 _STALE_TEMP_S = 3600.0
 #: Folder times tick coarsely: a change this recent may hide a second one in the same tick, so look again.
 _SETTLE_NS = 1_000_000_000
+#: How stale the index may be about other replicas' changes; saves two stat calls on most requests.
+_SYNC_INTERVAL_S = 0.5
 
 
 def _settled_mtime(path: Path) -> int:
@@ -59,6 +61,7 @@ class ModelStore:
         self._metas: dict[str, dict[int, ModelMeta]] = {}
         self._mtimes: dict[str, int] = {}
         self._root_mtime = 0
+        self._synced_at: dict[str | None, float] = {}
         self._servables: dict[tuple[str, int], Servable] = {}
         self._lock = threading.RLock()
         self._write_locks: dict[str, threading.Lock] = {}
@@ -80,9 +83,17 @@ class ModelStore:
         self.ready = True
         log.info("Model store open at %s: %d model(s)", self.root, len(self._metas))
 
-    def _sync(self, name: str | None = None) -> None:
-        """Bring the index up to date with the folders, rescanning only what changed since last time."""
+    def _sync(self, name: str | None = None, force: bool = False) -> None:
+        """Bring the index up to date with the folders, rescanning only what changed since last time.
+
+        Checks at most every ``_SYNC_INTERVAL_S`` per name: this process's own writes update the index
+        directly, so only other replicas' changes wait that long; a miss (``force``) always looks.
+        """
+        now = time.monotonic()
+        if not force and now - self._synced_at.get(name, -_SYNC_INTERVAL_S) < _SYNC_INTERVAL_S:
+            return
         with self._lock:
+            self._synced_at[name] = now
             root_mtime = _settled_mtime(self.root)
             if not root_mtime or root_mtime != self._root_mtime:
                 self._root_mtime = root_mtime
@@ -131,6 +142,8 @@ class ModelStore:
         """Latest metadata and version list of one model."""
         with self._lock:
             self._sync(name)
+            if name not in self._metas:
+                self._sync(name, force=True)
             versions = self._metas.get(name)
             if not versions:
                 raise ModelNotFound(f"No model named '{name}'.", model=name)
@@ -147,6 +160,9 @@ class ModelStore:
         with self._lock:
             info = self.info(name)
             number = info.versions[-1] if version is None else version
+            if number not in info.versions:
+                self._sync(name, force=True)
+                info = self.info(name)
             if number not in info.versions:
                 raise VersionNotFound(
                     f"Model '{name}' has no version {number}.", field="version", expected=info.versions, got=number
