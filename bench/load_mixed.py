@@ -1,0 +1,171 @@
+"""A bounded mixed-load test against a real server on loopback (not a pytest test).
+
+For ``--seconds`` (default 60): predict clients, session-step clients and one client that now and then
+trains a new version, all at once against one ``python -m service`` process on a temporary MODEL_DIR.
+Counts requests and errors per kind, latency percentiles, and samples the server's RSS (VmRSS) after
+warm-up and at the end. Prints a small table; ``run()`` returns the numbers (the smoke test uses it).
+
+    .venv/bin/python -m bench.load_mixed --seconds 60
+"""
+
+import argparse
+import random
+import statistics
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.e2e.test_uvicorn import ServiceProcess, service_env
+
+MODEL = "load"
+TRAIN = {"architecture": "lstm", "dataset": "noisy_trend", "epochs": 1, "params": {"units": 8}}
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+@dataclass
+class Tally:
+    latencies: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def record(self, started: float, error: str | None) -> None:
+        with self.lock:
+            self.latencies.append(time.perf_counter() - started)
+            if error:
+                self.errors.append(error)
+
+
+def _predictor(url: str, stop: threading.Event, tally: Tally, seed: int) -> None:
+    rng = random.Random(seed)
+    with httpx.Client(base_url=url, timeout=30) as http:
+        while not stop.is_set():
+            batch = [[round(rng.uniform(-1, 1), 3) for _ in range(rng.randint(1, 30))] for _ in range(rng.randint(1, 32))]
+            started = time.perf_counter()
+            try:
+                response = http.post(f"/models/{MODEL}/predict", json={"sequences": batch})
+                ok = response.status_code == 200 and len(response.json()["predictions"]) == len(batch)
+                tally.record(started, None if ok else f"{response.status_code} {response.text[:120]}")
+            except httpx.HTTPError as exc:
+                tally.record(started, repr(exc))
+
+
+def _stepper(url: str, stop: threading.Event, tally: Tally, seed: int) -> None:
+    rng = random.Random(seed)
+    with httpx.Client(base_url=url, timeout=30) as http:
+        session_id, steps = None, 0
+        while not stop.is_set():
+            started = time.perf_counter()
+            try:
+                if session_id is None or steps >= 50:
+                    if session_id is not None:
+                        http.delete(f"/sessions/{session_id}")
+                    response = http.post(f"/models/{MODEL}/sessions")
+                    ok = response.status_code == 201
+                    session_id, steps = (response.json()["session_id"], 0) if ok else (None, 0)
+                else:
+                    values = [round(rng.uniform(-1, 1), 3) for _ in range(rng.randint(1, 3))]
+                    response = http.post(f"/sessions/{session_id}/step", json={"values": values})
+                    ok = response.status_code == 200 and response.json()["steps_seen"] == steps + len(values)
+                    steps += len(values)
+                tally.record(started, None if ok else f"{response.status_code} {response.text[:120]}")
+            except httpx.HTTPError as exc:
+                tally.record(started, repr(exc))
+
+
+def _trainer(url: str, stop: threading.Event, tally: Tally, every_s: float) -> None:
+    with httpx.Client(base_url=url, timeout=30) as http:
+        while not stop.wait(every_s):
+            started = time.perf_counter()
+            try:
+                response = http.post(f"/models/{MODEL}/train", json=TRAIN)
+                if response.status_code != 202:
+                    tally.record(started, f"{response.status_code} {response.text[:120]}")
+                    continue
+                job_id = response.json()["job_id"]
+                while (job := http.get(f"/jobs/{job_id}").json())["status"] in ("queued", "running"):
+                    time.sleep(0.2)
+                tally.record(started, None if job["status"] == "succeeded" else f"job {job['status']}: {job['error']}")
+            except httpx.HTTPError as exc:
+                tally.record(started, repr(exc))
+
+
+def run(seconds: float = 60.0, predictors: int = 4, steppers: int = 3, train_every_s: float = 15.0) -> dict[str, Any]:
+    """Start a server, warm it up, run the mixed load for ``seconds``; return per-kind numbers and RSS."""
+    with tempfile.TemporaryDirectory(prefix="lstm-serve-load-") as tmp:
+        root = Path(tmp)
+        (root / "cwd").mkdir()
+        env = service_env(root / "models", DEMO_MODEL="false", LOG_LEVEL="warning")
+        server = ServiceProcess(root / "cwd", env, "load")
+        try:
+            server.wait_ready()
+            server.train(MODEL, **TRAIN)
+            for _ in range(20):  # warm-up
+                server.predict(MODEL)
+            rss_start = rss_mib(server.process.pid)
+            stop = threading.Event()
+            tallies = {"predict": Tally(), "session": Tally(), "train": Tally()}
+            threads = [threading.Thread(target=_predictor, args=(server.url, stop, tallies["predict"], i)) for i in range(predictors)]
+            threads += [threading.Thread(target=_stepper, args=(server.url, stop, tallies["session"], 100 + i)) for i in range(steppers)]
+            threads.append(threading.Thread(target=_trainer, args=(server.url, stop, tallies["train"], train_every_s)))
+            started = time.monotonic()
+            for thread in threads:
+                thread.start()
+            time.sleep(seconds)
+            stop.set()
+            for thread in threads:
+                thread.join(120)
+            elapsed = time.monotonic() - started
+            rss_end = rss_mib(server.process.pid)
+            versions = server.http.get(f"/models/{MODEL}").json()["versions"]
+            alive = server.process.poll() is None
+        finally:
+            server.kill()
+    kinds = {}
+    for kind, tally in tallies.items():
+        lat = sorted(tally.latencies) or [0.0]
+        kinds[kind] = {
+            "requests": len(tally.latencies),
+            "errors": len(tally.errors),
+            "per_s": len(tally.latencies) / elapsed,
+            "p50_ms": 1000 * statistics.median(lat),
+            "p99_ms": 1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))],
+            "first_errors": tally.errors[:3],
+        }
+    return {"seconds": elapsed, "kinds": kinds, "rss_start_mib": rss_start, "rss_end_mib": rss_end,
+            "versions": versions, "server_alive": alive}
+
+
+def print_table(result: dict[str, Any]) -> None:
+    print(f"mixed load for {result['seconds']:.1f} s on loopback; model versions at the end: {result['versions']}")
+    print(f"{'kind':<8} {'requests':>9} {'errors':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
+    for kind, row in result["kinds"].items():
+        print(f"{kind:<8} {row['requests']:>9} {row['errors']:>7} {row['per_s']:>8.1f} {row['p50_ms']:>8.1f} {row['p99_ms']:>8.1f}")
+        for error in row["first_errors"]:
+            print(f"    {error}")
+    growth = result["rss_end_mib"] - result["rss_start_mib"]
+    print(f"server RSS: {result['rss_start_mib']:.1f} MiB after warm-up -> {result['rss_end_mib']:.1f} MiB at end ({growth:+.1f} MiB)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--predictors", type=int, default=4)
+    parser.add_argument("--steppers", type=int, default=3)
+    parser.add_argument("--train-every", type=float, default=15.0)
+    args = parser.parse_args()
+    print_table(run(args.seconds, args.predictors, args.steppers, args.train_every))
+
+
+if __name__ == "__main__":
+    main()
