@@ -57,6 +57,7 @@ class Architecture:
         """Step-by-step state needs a causal model: a backward pass needs the whole sequence."""
         return not self.bidirectional
 
+    @property
     def default_params(self) -> dict[str, int]:
         """The defaults of the parameters this architecture uses (``max_len`` comes from the data)."""
         return {key: DEFAULT_PARAMS[key] for key in self.param_names}

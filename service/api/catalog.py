@@ -12,31 +12,10 @@ router = APIRouter(tags=["catalog"])
 @router.get("/architectures")
 async def list_architectures() -> list[ArchitecturePublic]:
     """The five architectures, what each is and when to use it."""
-    return [
-        ArchitecturePublic(
-            name=arch.name,
-            input_kind=arch.input_kind,
-            stateful=arch.stateful,
-            supports_sessions=arch.supports_sessions,
-            summary=arch.summary,
-            when_to_use=arch.when_to_use,
-            default_params=arch.default_params(),
-        )
-        for arch in ARCHITECTURES.values()
-    ]
+    return [ArchitecturePublic.model_validate(arch, from_attributes=True) for arch in ARCHITECTURES.values()]
 
 
 @router.get("/datasets")
 async def list_datasets() -> list[DatasetPublic]:
     """The built-in datasets: generated from a seed, nothing downloaded."""
-    return [
-        DatasetPublic(
-            name=d.name,
-            input_kind=d.input_kind,
-            description=d.description,
-            n_sequences=d.n_sequences,
-            max_len=d.max_len,
-            vocab_size=d.vocab_size,
-        )
-        for d in DATASETS.values()
-    ]
+    return [DatasetPublic.model_validate(dataset, from_attributes=True) for dataset in DATASETS.values()]
