@@ -156,6 +156,19 @@ def get_architecture(name: str) -> Architecture:
         ) from None
 
 
+def param_count(arch: Architecture, params: ArchParams) -> int:
+    """Trainable parameters of ``arch`` built with ``params``, computed without building it."""
+    if arch.input_kind == "tokens":
+        front, features = params.vocab_size * params.embedding_dim, params.embedding_dim
+    elif arch.name == "td_dense_lstm":
+        front, features = 2 * params.dense_units, params.dense_units
+    else:
+        front, features = 0, 1
+    directions = 2 if arch.bidirectional else 1
+    recurrent = 4 * params.units * (features + params.units + 1)
+    return front + directions * recurrent + directions * params.units + 1
+
+
 def _sequence_input(arch: Architecture, max_len: int) -> keras.KerasTensor:
     if arch.input_kind == "tokens":
         return keras.Input(shape=(max_len,), dtype="int32", name="sequence")

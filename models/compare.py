@@ -217,7 +217,7 @@ def plan_comparison(
     chosen, skipped = choose(architectures, kind)
     candidates = []
     for arch in chosen:
-        params = resolve_params(arch, overrides, data_len)
+        params = resolve_params(arch, overrides, data_len, settings.max_params)
         if dataset is not None:
             data = prepare_dataset(dataset, arch, params, settings.seed)
         else:

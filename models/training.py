@@ -15,6 +15,7 @@ from models.architectures import (
     build_sequence_model,
     build_stateful_model,
     get_architecture,
+    param_count,
 )
 from models.datasets import get_dataset
 from models.errors import InvalidInput, TrainingTimeExceeded
@@ -49,6 +50,8 @@ class FitSettings:
     seed: int = 0
     #: Wall-time cap of one fit (``MAX_TRAIN_SECONDS``); ``None`` means no cap.
     max_seconds: float | None = None
+    #: Largest model one job may build (``MAX_MODEL_PARAMS``); ``None`` means no cap.
+    max_params: int | None = None
 
 
 @dataclass
@@ -64,13 +67,27 @@ class FitResult:
         return {key: values[-1] for key, values in self.history.items() if values}
 
 
-def resolve_params(arch: Architecture, overrides: dict[str, int], data_max_len: int | None) -> ArchParams:
-    """Defaults, then the caller's overrides; ``max_len`` defaults to the longest training sequence."""
+def resolve_params(
+    arch: Architecture, overrides: dict[str, int], data_max_len: int | None, max_params: int | None = None
+) -> ArchParams:
+    """Defaults, then the caller's overrides; ``max_len`` defaults to the longest training sequence.
+
+    A model larger than ``max_params`` is refused before anything is built.
+    """
     max_len = overrides.get("max_len") or data_max_len
     if max_len is None:
         raise InvalidInput("Give params.max_len or training data to take it from.", field="params.max_len")
     known = {key: value for key, value in overrides.items() if key != "max_len" and value is not None}
-    return replace(ArchParams(max_len=max_len), **known)
+    params = replace(ArchParams(max_len=max_len), **known)
+    size = param_count(arch, params)
+    if max_params is not None and size > max_params:
+        raise InvalidInput(
+            f"'{arch.name}' with these params has {size:,} parameters; this server trains at most {max_params:,}.",
+            field="params",
+            expected=f"at most {max_params} parameters",
+            got=size,
+        )
+    return params
 
 
 def prepare_user_data(
@@ -242,11 +259,11 @@ def plan_training(
     """Validate a training request up front (so mistakes are a 4xx, not a failed job) and return its work."""
     arch = get_architecture(architecture)
     if dataset is not None:
-        params = resolve_params(arch, overrides, get_dataset(dataset).max_len)
+        params = resolve_params(arch, overrides, get_dataset(dataset).max_len, settings.max_params)
         data = prepare_dataset(dataset, arch, params, settings.seed)
     else:
         assert sequences is not None and labels is not None, "the request schema demands data or dataset"
-        params = resolve_params(arch, overrides, max(len(s) for s in sequences))
+        params = resolve_params(arch, overrides, max(len(s) for s in sequences), settings.max_params)
         data = prepare_user_data(sequences, labels, arch, params)
     split_indices(len(data.y), settings)
     return train_job(store, name, arch, params, data, settings)

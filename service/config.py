@@ -24,6 +24,7 @@ class Settings(BaseSettings):
     max_train_seconds: float | None = Field(
         None, gt=0, description="Longest one model's fit may run; past it the job fails (training_time_exceeded)"
     )
+    max_model_params: int = Field(5_000_000, ge=1, description="Largest model a training job may build")
     max_sessions: int = Field(100_000, ge=1)
     session_ttl_s: int = Field(600, ge=1, description="Default idle time before a session expires")
     session_key_prefix: str = Field("lstm-serve:", description="Prefix of every Redis key the service writes")

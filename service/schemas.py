@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from models.architectures import ARCHITECTURES
 from models.errors import InvalidInput
 from models.training import FitSettings
+from service.config import Settings
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 
@@ -90,13 +91,21 @@ class FitOptions(RequestModel):
             raise ValueError("give exactly one of 'data' and 'dataset'")
         return self
 
-    def fit_settings(self, max_epochs: int, max_seconds: float | None = None) -> FitSettings:
-        """The domain's fit settings, enforcing the server's caps (``MAX_EPOCHS``, ``MAX_TRAIN_SECONDS``)."""
+    def fit_settings(self, limits: Settings) -> FitSettings:
+        """The domain's fit settings with the server's caps (``MAX_EPOCHS``, ``MAX_TRAIN_SECONDS``, ``MAX_MODEL_PARAMS``)."""
+        max_epochs = limits.max_epochs
         if self.epochs > max_epochs:
             raise InvalidInput(
                 f"At most {max_epochs} epochs per job.", field="epochs", expected=f"<= {max_epochs}", got=self.epochs
             )
-        return FitSettings(self.epochs, self.batch_size, self.validation_split, self.seed, max_seconds)
+        return FitSettings(
+            self.epochs,
+            self.batch_size,
+            self.validation_split,
+            self.seed,
+            max_seconds=limits.max_train_seconds,
+            max_params=limits.max_model_params,
+        )
 
 
 class TrainRequest(FitOptions):

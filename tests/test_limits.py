@@ -88,3 +88,14 @@ def test_step_values_cap(trained: TestClient) -> None:
         del error
     finally:
         trained.delete(f"/sessions/{session_id}")
+
+
+def test_model_size_cap(app_client: Callable[..., TestClient]) -> None:
+    client = app_client(max_model_params=100_000)
+    big = {"architecture": "embedding_lstm", "dataset": "token_pattern", "params": {"vocab_size": 100_000, "embedding_dim": 64}}
+    response = client.post("/models/big/train", json=big)
+    error = assert_error(response, 422, "invalid_input", "params")
+    assert error["details"]["got"] > 100_000
+    compare = client.post("/compare", json={"dataset": "token_pattern", "params": {"vocab_size": 100_000}})
+    assert_error(compare, 422, "invalid_input", "params")
+    assert client.get("/models").json() == [] and client.get("/jobs").json() == []

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.architectures import ARCHITECTURES, ArchParams, build_sequence_model, build_step_model
+from models.architectures import ARCHITECTURES, ArchParams, build_sequence_model, build_step_model, param_count
 from models.runtime import KerasEngine, OnnxEngine, export_engine, max_difference, random_inputs
 
 PARAMS = ArchParams(max_len=12, units=6, vocab_size=40, embedding_dim=8, dense_units=5)
@@ -48,3 +48,9 @@ def test_export_failure_falls_back_to_tf_function(tmp_path: Path) -> None:
     assert isinstance(engine, KerasEngine)
     assert max_difference(engine, model, random_inputs(model, 3, PARAMS.vocab_size)) <= 1e-6
     assert not (tmp_path / "missing").exists()
+
+
+@pytest.mark.parametrize("name", list(ARCHITECTURES))
+def test_param_count_matches_keras(name: str) -> None:
+    arch = ARCHITECTURES[name]
+    assert param_count(arch, PARAMS) == build_sequence_model(arch, PARAMS).count_params()

@@ -26,7 +26,7 @@ def compare(body: CompareRequest, jobs: JobsDep, store: StoreDep, settings: Sett
         sequences=body.data.sequences if body.data else None,
         labels=body.data.labels if body.data else None,
         dataset=body.dataset,
-        settings=body.fit_settings(settings.max_epochs, settings.max_train_seconds),
+        settings=body.fit_settings(settings),
         keep_best_as=body.keep_best_as,
     )
     job = jobs.submit("compare", body.keep_best_as, total_epochs, work)

@@ -54,7 +54,7 @@ def train_model(name: ModelName, body: TrainRequest, jobs: JobsDep, store: Store
         sequences=body.data.sequences if body.data else None,
         labels=body.data.labels if body.data else None,
         dataset=body.dataset,
-        settings=body.fit_settings(settings.max_epochs, settings.max_train_seconds),
+        settings=body.fit_settings(settings),
     )
     job = jobs.submit("train", name, body.epochs, work)
     return JobAccepted(job_id=job.job_id, model=name, status=job.status)
