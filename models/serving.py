@@ -7,6 +7,7 @@ import anyio.to_thread
 import numpy as np
 
 from models.batching import BatchScheduler, predict_batch
+from models.errors import InvalidInput
 from models.inputs import Truncate
 from models.servable import Servable
 from models.store import ModelStore
@@ -18,14 +19,22 @@ _INLINE_PREPARE_LIMIT = 256
 class Predictor:
     """Looks the model version up, validates and pads the input, and runs it batched with others."""
 
-    def __init__(self, models: ModelStore, batcher: BatchScheduler) -> None:
+    def __init__(self, models: ModelStore, batcher: BatchScheduler, max_sequences: int) -> None:
         self.models = models
         self.batcher = batcher
+        self.max_sequences = max_sequences
 
     async def predict(
         self, name: str, sequences: Sequence[Sequence[float]], version: int | None = None, truncate: Truncate | None = None
     ) -> tuple[Servable, np.ndarray]:
         """The version that answered and one probability per sequence, in order."""
+        if len(sequences) > self.max_sequences:
+            raise InvalidInput(
+                f"Too many sequences in one request: {len(sequences)}, at most {self.max_sequences}.",
+                field="sequences",
+                expected=f"at most {self.max_sequences}",
+                got=len(sequences),
+            )
         servable = self.models.peek(name, version) or await anyio.to_thread.run_sync(self.models.get, name, version)
         if len(sequences) > _INLINE_PREPARE_LIMIT:
             batch = await anyio.to_thread.run_sync(servable.to_input, sequences, truncate)

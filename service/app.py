@@ -58,7 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.demo_model:
             await anyio.to_thread.run_sync(_ensure_demo_model, store, manager)
         batcher = BatchScheduler(settings.batch_max_size, settings.batch_timeout_us / 1e6, settings.batch_threads)
-        app.state.predictor = Predictor(store, batcher)
+        app.state.predictor = Predictor(store, batcher, settings.max_sequences_per_request)
         app.state.sessions = SessionService(
             open_session_store(settings.session_store, settings.session_key_prefix),
             store,

@@ -18,7 +18,6 @@ from models.errors import InvalidInput, VersionNotFound
 from models.serving import Predictor
 from models.store import ModelStore
 from service.compat_schemas import V2RequestInput, V2RequestOutput
-from service.config import Settings
 from service.metrics import Metrics
 
 #: The one input and the one output every lstm-serve model has, as both protocols name them.
@@ -183,20 +182,12 @@ def check_outputs(outputs: list[V2RequestOutput] | None) -> None:
 
 async def predict_sequences(
     predictor: Predictor,
-    settings: Settings,
     metrics: Metrics,
     name: str,
     sequences: Sequence[Sequence[float]],
     version: int | None,
 ) -> tuple[int, list[float]]:
     """The same path as ``/models/{name}/predict``: the version that answered and one probability per sequence."""
-    if len(sequences) > settings.max_sequences_per_request:
-        raise InvalidInput(
-            f"Too many sequences in one request: {len(sequences)}, at most {settings.max_sequences_per_request}.",
-            field="sequences",
-            expected=f"at most {settings.max_sequences_per_request}",
-            got=len(sequences),
-        )
     servable, probabilities = await predictor.predict(name, sequences, version, None)
     metrics.predicted.labels(name).inc(len(probabilities))
     return servable.meta.version, [float(p) for p in probabilities]

@@ -1,5 +1,6 @@
 """Pydantic models for every request and response body, named for their role."""
 
+from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -173,6 +174,15 @@ class PredictResponse(BaseModel):
     model: str
     version: int
     predictions: list[Prediction]
+
+    @classmethod
+    def of(cls, model: str, version: int, probabilities: Iterable[float]) -> "PredictResponse":
+        """The response for one probability per sequence; the label is ``probability >= 0.5``."""
+        return cls(
+            model=model,
+            version=version,
+            predictions=[Prediction(probability=float(p), label=int(p >= 0.5)) for p in probabilities],
+        )
 
 
 class HealthStatus(BaseModel):

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
-from tests.conftest import TRAINED, make_settings, train, wait_for_job
+from tests.conftest import TRAINED, make_settings, train
 
 DATA = {
     "sequences": [[0.1, 0.5, 0.9], [0.9, 0.4], [-0.3, 0.2, 0.6, 1.0], [1.0, 0.6, 0.3, -0.1]],

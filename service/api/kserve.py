@@ -31,7 +31,7 @@ from service.compat_schemas import (
     V2ServerMetadata,
     V2TensorMetadata,
 )
-from service.deps import MetricsDep, ModelName, PredictorDep, SettingsDep, StoreDep
+from service.deps import MetricsDep, ModelName, PredictorDep, StoreDep
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,6 @@ async def _infer(
     body: V2InferRequest,
     store: ModelStore,
     predictor: PredictorDep,
-    settings: SettingsDep,
     metrics: MetricsDep,
 ) -> V2InferResponse:
     if len(body.inputs) != 1:
@@ -105,7 +104,7 @@ async def _infer(
     check_outputs(body.outputs)
     meta = store.get(name, version).meta
     sequences = sequences_from_tensor(body.inputs[0], meta.input_kind)
-    used, probabilities = await predict_sequences(predictor, settings, metrics, name, sequences, meta.version)
+    used, probabilities = await predict_sequences(predictor, metrics, name, sequences, meta.version)
     output = V2ResponseOutput(name=OUTPUT_NAME, shape=[len(probabilities), 1], data=probabilities)
     return V2InferResponse(model_name=name, model_version=str(used), id=body.id, outputs=[output])
 
@@ -136,10 +135,10 @@ def version_ready(name: ModelName, version: Version, store: StoreDep, response: 
 
 @router.post("/models/{name}/infer", response_model_exclude_none=True)
 async def infer(
-    name: ModelName, body: V2InferRequest, store: StoreDep, predictor: PredictorDep, settings: SettingsDep, metrics: MetricsDep
+    name: ModelName, body: V2InferRequest, store: StoreDep, predictor: PredictorDep, metrics: MetricsDep
 ) -> V2InferResponse:
     """Probabilities with the latest version, as one FP32 ``[n, 1]`` output tensor."""
-    return await _infer(name, None, body, store, predictor, settings, metrics)
+    return await _infer(name, None, body, store, predictor, metrics)
 
 
 @router.post("/models/{name}/versions/{version}/infer", response_model_exclude_none=True)
@@ -149,8 +148,7 @@ async def infer_version(
     body: V2InferRequest,
     store: StoreDep,
     predictor: PredictorDep,
-    settings: SettingsDep,
     metrics: MetricsDep,
 ) -> V2InferResponse:
     """Probabilities with one version of a model."""
-    return await _infer(name, version, body, store, predictor, settings, metrics)
+    return await _infer(name, version, body, store, predictor, metrics)

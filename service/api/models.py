@@ -7,14 +7,12 @@ from fastapi import APIRouter, File, Form, Response, UploadFile
 from models.importing import import_model
 from models.store import ModelInfo
 from models.training import plan_training
-from models.errors import InvalidInput
 from service.deps import JobsDep, MetricsDep, ModelName, PredictorDep, SettingsDep, StoreDep, WriteAccess
 from service.schemas import (
     ArchitectureName,
     ErrorResponse,
     JobAccepted,
     ModelPublic,
-    Prediction,
     PredictRequest,
     PredictResponse,
     TrainRequest,
@@ -93,21 +91,8 @@ def delete_model(name: ModelName, store: StoreDep) -> Response:
 
 
 @router.post("/models/{name}/predict")
-async def predict(
-    name: ModelName, body: PredictRequest, predictor: PredictorDep, settings: SettingsDep, metrics: MetricsDep
-) -> PredictResponse:
+async def predict(name: ModelName, body: PredictRequest, predictor: PredictorDep, metrics: MetricsDep) -> PredictResponse:
     """Probability and label for each sequence, in order; short sequences are pre-padded with 0."""
-    if len(body.sequences) > settings.max_sequences_per_request:
-        raise InvalidInput(
-            "Too many sequences in one request.",
-            field="sequences",
-            expected=f"at most {settings.max_sequences_per_request}",
-            got=len(body.sequences),
-        )
     servable, probabilities = await predictor.predict(name, body.sequences, body.version, body.truncate)
     metrics.predicted.labels(name).inc(len(probabilities))
-    return PredictResponse(
-        model=name,
-        version=servable.meta.version,
-        predictions=[Prediction(probability=float(p), label=int(p >= 0.5)) for p in probabilities],
-    )
+    return PredictResponse.of(name, servable.meta.version, probabilities)

@@ -34,7 +34,7 @@ from service.compat_schemas import (
     TfTensorShape,
     TfVersionStatus,
 )
-from service.deps import MetricsDep, ModelName, PredictorDep, SettingsDep, StoreDep
+from service.deps import MetricsDep, ModelName, PredictorDep, StoreDep
 
 SIGNATURE = "serving_default"
 
@@ -66,7 +66,6 @@ async def _predict(
     body: TfPredictRequest,
     store: ModelStore,
     predictor: PredictorDep,
-    settings: SettingsDep,
     metrics: MetricsDep,
 ) -> TfPredictResponse | TfColumnarResponse:
     version = store.get(name, version).meta.version  # an unknown model or version is a 404 before any input error
@@ -82,7 +81,7 @@ async def _predict(
     else:
         assert body.inputs is not None, "the schema requires one of the two"
         sequences = sequences_from_inputs(body.inputs)
-    _, probabilities = await predict_sequences(predictor, settings, metrics, name, sequences, version)
+    _, probabilities = await predict_sequences(predictor, metrics, name, sequences, version)
     rows = [[p] for p in probabilities]
     return TfPredictResponse(predictions=rows) if body.instances is not None else TfColumnarResponse(outputs=rows)
 
@@ -114,10 +113,10 @@ def version_metadata(name: ModelName, version: Version, store: StoreDep) -> TfMe
 
 @router.post("/{name}:predict")
 async def predict(
-    name: ModelName, body: TfPredictRequest, store: StoreDep, predictor: PredictorDep, settings: SettingsDep, metrics: MetricsDep
+    name: ModelName, body: TfPredictRequest, store: StoreDep, predictor: PredictorDep, metrics: MetricsDep
 ) -> TfPredictResponse | TfColumnarResponse:
     """Probabilities with the latest version: ``{"predictions": [[p], ...]}`` or ``{"outputs": [[p], ...]}``."""
-    return await _predict(name, None, body, store, predictor, settings, metrics)
+    return await _predict(name, None, body, store, predictor, metrics)
 
 
 @router.post("/{name}/versions/{version}:predict")
@@ -127,8 +126,7 @@ async def predict_version(
     body: TfPredictRequest,
     store: StoreDep,
     predictor: PredictorDep,
-    settings: SettingsDep,
     metrics: MetricsDep,
 ) -> TfPredictResponse | TfColumnarResponse:
     """Probabilities with one version of a model."""
-    return await _predict(name, version, body, store, predictor, settings, metrics)
+    return await _predict(name, version, body, store, predictor, metrics)
