@@ -18,6 +18,7 @@ from service.api import catalog, compare, health, jobs, kserve, models, sessions
 from service.config import Settings, get_settings
 from service.deps import ReadAccess
 from service.errors import install_error_handlers
+from service.fastpath import FastPath
 from service.limits import BodySizeLimit
 from service.schemas import ErrorResponse
 from service.metrics import Metrics, MetricsMiddleware
@@ -84,6 +85,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    if settings.fast_path:
+        app.add_middleware(FastPath)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.include_router(health.router)
     app.include_router(ui.router, include_in_schema=False, dependencies=[ReadAccess])

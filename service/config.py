@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     batch_max_size: int = Field(256, ge=1, description="Most requests merged into one engine call")
     batch_timeout_us: int = Field(0, ge=0, description="Longest a request waits for others to join its batch")
     batch_threads: int = Field(1, ge=1, description="Threads running engine calls (these machines have 2 cores)")
+    fast_path: bool = Field(True, description="Answer valid predict and step bodies without FastAPI's routing")
     demo_model: bool = Field(True, description="Train the 'demo' model at first start if the store is empty")
     log_level: str = "info"
 

@@ -1,6 +1,6 @@
 """Pydantic models for every request and response body, named for their role."""
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -212,3 +212,13 @@ class StepResponse(BaseModel):
     steps_seen: int
     probabilities: list[float]
     probability: float
+
+    @classmethod
+    def of(cls, session_id: str, steps_seen: int, probabilities: Sequence[float]) -> "StepResponse":
+        """The response after a step: the probability after each value, and the last one."""
+        return cls(
+            session_id=session_id,
+            steps_seen=steps_seen,
+            probabilities=[float(p) for p in probabilities],
+            probability=float(probabilities[-1]),
+        )

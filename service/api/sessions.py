@@ -42,12 +42,7 @@ async def step_session(session_id: str, body: StepRequest, sessions: SessionsDep
     """Feed one or more timesteps in order; returns the probability after each."""
     record, probabilities = await sessions.step(session_id, body.values)
     metrics.steps.labels(record.model).inc(len(probabilities))
-    return StepResponse(
-        session_id=session_id,
-        steps_seen=record.steps_seen,
-        probabilities=probabilities.tolist(),
-        probability=float(probabilities[-1]),
-    )
+    return StepResponse.of(session_id, record.steps_seen, probabilities)
 
 
 @router.post("/sessions/{session_id}/reset")

@@ -1,0 +1,89 @@
+"""The fast path answers exactly what the routes answer: same bodies, same errors, same metrics."""
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+JSON = {"content-type": "application/json"}
+
+
+@pytest.fixture
+def pair(app_client: Callable[..., TestClient], trained_dir: Path) -> tuple[TestClient, TestClient]:
+    """The trained models served twice: with the fast path (the default) and without it."""
+    return app_client(trained_dir), app_client(trained_dir, fast_path=False)
+
+
+PREDICT_BODIES = [
+    '{"sequences": [[0.1, 0.5, 0.9], [0.3]]}',
+    '{"sequences": [[0.1, 0.5]], "version": 1}',
+    '{"sequences": [[' + ",".join(["0.2"] * 40) + ']], "truncate": "pre"}',
+    '{"sequences": [[' + ",".join(["0.2"] * 40) + "]]}",  # too long: 422
+    '{"sequences": [["x"]]}',
+    '{"sequences": [[NaN]]}',
+    '{"sequences": []}',
+    '{"sequences": [[0.1]], "version": 9}',
+    '{"sequences": [[0.1]], "extra": 1}',
+    '{"sequences": [[0.1]',
+    "[]",
+]
+
+
+@pytest.mark.parametrize("body", PREDICT_BODIES)
+@pytest.mark.parametrize("model", ["m-lstm", "m-emb", "nope"])
+def test_predict_answers_match_the_route(pair: tuple[TestClient, TestClient], body: str, model: str) -> None:
+    fast, route = (client.post(f"/models/{model}/predict", content=body, headers=JSON) for client in pair)
+    assert (fast.status_code, fast.json()) == (route.status_code, route.json())
+
+
+def test_step_answers_match_the_route_and_failed_steps_change_nothing(pair: tuple[TestClient, TestClient]) -> None:
+    # Float models take every number; token models refuse 0.5, 1.5 and ids beyond the vocabulary.
+    for model, expected_steps in (("m-lstm", 6), ("m-emb", 3)):
+        sessions = [client.post(f"/models/{model}/sessions").json()["session_id"] for client in pair]
+        for body in ('{"values": [1, 2, 3]}', '{"values": [0.5]}', '{"values": []}', '{"values": ["a"]}',
+                     '{"values": [1.5]}', '{"values": [100000]}', '{"values": [4]'):
+            fast, route = (
+                client.post(f"/sessions/{sid}/step", content=body, headers=JSON)
+                for client, sid in zip(pair, sessions, strict=True)
+            )
+            fast_body, route_body = fast.json(), route.json()
+            if fast.status_code == 200:
+                assert fast_body.pop("session_id") == sessions[0] and route_body.pop("session_id") == sessions[1]
+            assert (fast.status_code, fast_body) == (route.status_code, route_body)
+        steps_seen = [c.get(f"/sessions/{s}").json()["steps_seen"] for c, s in zip(pair, sessions, strict=True)]
+        assert steps_seen == [expected_steps, expected_steps]
+
+
+def test_unknown_session_step_is_404_as_from_the_route(pair: tuple[TestClient, TestClient]) -> None:
+    fast, route = (client.post("/sessions/nope/step", json={"values": [1.0]}) for client in pair)
+    assert fast.status_code == route.status_code == 404 and fast.json() == route.json()
+
+
+def test_bodies_without_content_length_or_json_type_go_to_the_route(pair: tuple[TestClient, TestClient]) -> None:
+    fast = pair[0]
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"sequences": '
+        yield b"[[0.1, 0.2]]}"
+
+    chunked = fast.post("/models/m-lstm/predict", content=chunks(), headers=JSON)
+    plain = fast.post("/models/m-lstm/predict", json={"sequences": [[0.1, 0.2]]})
+    assert chunked.status_code == 200 and chunked.json() == plain.json()
+    text = fast.post("/models/m-lstm/predict", content='{"sequences": [[0.1]]}', headers={"content-type": "text/plain"})
+    assert text.status_code == 422 and text.json()["error"]["details"]["field"] == "body"
+
+
+def test_fast_answers_are_counted_under_the_route_template(pair: tuple[TestClient, TestClient]) -> None:
+    fast = pair[0]
+    fast.post("/models/m-lstm/predict", json={"sequences": [[0.1], [0.2]]})
+    metrics = fast.get("/metrics").text
+    assert 'lstm_serve_http_requests_total{method="POST",route="/models/{name}/predict",status="200"} 1.0' in metrics
+    assert 'lstm_serve_predicted_sequences_total{model="m-lstm"} 2.0' in metrics
+
+
+def test_api_key_all_is_never_bypassed(app_client: Callable[..., TestClient], trained_dir: Path) -> None:
+    client = app_client(trained_dir, api_key="k", api_key_all=True)
+    assert client.post("/models/m-lstm/predict", json={"sequences": [[0.1]]}).status_code == 401
+    ok = client.post("/models/m-lstm/predict", json={"sequences": [[0.1]]}, headers={"authorization": "Bearer k"})
+    assert ok.status_code == 200
