@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from tests.e2e.test_uvicorn import ServiceProcess, service_env
+from tests.process import ServiceProcess, service_env
 
 MODEL = "load"
 TRAIN = {"architecture": "lstm", "dataset": "noisy_trend", "epochs": 1, "params": {"units": 8}}

@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.config import Settings
+from tests.process import Start, process_factory
 
 #: Small and fast, yet big enough to learn the built-in datasets a little.
 SMALL_PARAMS = {"units": 8, "embedding_dim": 8, "dense_units": 8}
@@ -92,3 +93,16 @@ def trained(trained_dir: Path) -> Iterator[TestClient]:
     """A started app serving the models of ``trained_dir`` (read-only use: tests must not change them)."""
     with TestClient(create_app(make_settings(trained_dir))) as client:
         yield client
+
+
+@pytest.fixture
+def start_service(tmp_path: Path) -> Iterator[Start]:
+    """Starts real ``python -m service`` processes; every one still running at the test's end is killed."""
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    start, started = process_factory(workdir)
+    try:
+        yield start
+    finally:
+        for service in started:
+            service.kill()

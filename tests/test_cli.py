@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_uvicorn import SEQUENCES, ServiceProcess, service_env
+from tests.process import SEQUENCES, ServiceProcess, service_env
 
 pytestmark = pytest.mark.e2e
 

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.test_uvicorn import SEQUENCES, ServiceProcess, service_env
+from tests.process import SEQUENCES, ServiceProcess, service_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

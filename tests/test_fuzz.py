@@ -27,7 +27,7 @@ from schemathesis.checks import (
 )
 
 from service.app import app
-from tests.e2e.test_uvicorn import ServiceProcess, service_env
+from tests.process import ServiceProcess, service_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from models.jobs import Job
 from service.api.ui import esc, render_page
 from tests.conftest import SMALL_PARAMS, TRAINED, wait_for_job
-from tests.e2e.test_uvicorn import ServiceProcess, service_env
+from tests.process import ServiceProcess, service_env
 
 COMPARED = ("lstm", "td_dense_lstm")
 CHROMIUM_TIMEOUT_S = 90

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.test_uvicorn import SEQUENCES, ServiceProcess, Start, start_service  # noqa: F401 - fixture
+from tests.process import SEQUENCES, ServiceProcess, Start
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

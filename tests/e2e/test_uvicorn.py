@@ -4,147 +4,23 @@ shutdown on SIGTERM, models served again after a restart, two replicas on one mo
 docker-compose topology) and the API key."""
 
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import redis
 
-from service.config import Settings
-from tests.test_deploy import dockerfile_cmd, dockerfile_healthcheck
+from tests.process import SEQUENCES, STOP_TIMEOUT_S, ServiceProcess, Start, process_factory
+from tests.test_deploy import dockerfile_healthcheck
 
 pytestmark = pytest.mark.e2e
 
-READY_TIMEOUT_S = 120.0
-STOP_TIMEOUT_S = 30.0
-JOB_TIMEOUT_S = 90.0
 REDIS_URL = "redis://127.0.0.1:6379/0"
-
-#: Float sequences for the ``lstm`` models trained on ``noisy_trend`` (ragged: the short one is pre-padded).
-SEQUENCES = [
-    [round(0.03 * i, 3) for i in range(30)],
-    [round(0.9 - 0.03 * i, 3) for i in range(30)],
-    [0.5] * 30,
-    [0.2, 0.4, 0.6, 0.8],
-]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class ServiceProcess:
-    """One ``python -m service`` process, its log in a file and an httpx client on its port."""
-
-    def __init__(self, workdir: Path, env: dict[str, str], name: str) -> None:
-        self.port = int(env["PORT"])
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = workdir / f"{name}-{self.port}.log"
-        command = dockerfile_cmd()
-        assert command[0] == "python"
-        self._log = self.log_path.open("wb")
-        # cwd is an empty folder, as the image's WORKDIR: no .env file, no source tree to import from.
-        self.process = subprocess.Popen(
-            [sys.executable, *command[1:]], env=env, cwd=workdir, stdout=self._log, stderr=subprocess.STDOUT
-        )
-        self.http = httpx.Client(base_url=self.url, timeout=30.0)
-
-    def log_tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"service exited with {self.process.returncode} before ready:\n{self.log_tail()}")
-            try:
-                if self.http.get("/health/ready", timeout=2.0).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"not ready after {timeout} s:\n{self.log_tail()}")
-
-    def terminate(self, timeout: float = STOP_TIMEOUT_S) -> int:
-        """SIGTERM (what ``docker stop`` sends) and the exit status."""
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(f"still running {timeout} s after SIGTERM:\n{self.log_tail()}") from None
-
-    def kill(self) -> None:
-        self.http.close()
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
-        self._log.close()
-
-    def train(self, name: str, headers: dict[str, str] | None = None, **body: Any) -> dict[str, Any]:
-        response = self.http.post(f"/models/{name}/train", json=body, headers=headers)
-        assert response.status_code == 202, response.text
-        return self.wait_job(response.json()["job_id"])
-
-    def wait_job(self, job_id: str, timeout: float = JOB_TIMEOUT_S) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            job = self.http.get(f"/jobs/{job_id}").json()
-            if job["status"] in ("succeeded", "failed", "cancelled"):
-                assert job["status"] == "succeeded", job
-                return job
-            time.sleep(0.1)
-        raise AssertionError(f"job {job_id} unfinished after {timeout} s:\n{self.log_tail()}")
-
-    def predict(self, name: str, sequences: list[list[float]] = SEQUENCES) -> dict[str, Any]:
-        response = self.http.post(f"/models/{name}/predict", json={"sequences": sequences})
-        assert response.status_code == 200, response.text
-        return response.json()
-
-
-def service_env(model_dir: Path, **overrides: str) -> dict[str, str]:
-    """The process environment: this one without any service setting, then the given ones."""
-    env = {key: value for key, value in os.environ.items()
-           if key.upper() not in {name.upper() for name in Settings.model_fields}}
-    env.update(HOST="127.0.0.1", PORT=str(free_port()), MODEL_DIR=str(model_dir), PYTHONUNBUFFERED="1")
-    env.update(overrides)
-    return env
-
-
-Start = Callable[..., ServiceProcess]
-
-
-def _factory(workdir: Path) -> tuple[Start, list[ServiceProcess]]:
-    started: list[ServiceProcess] = []
-
-    def start(model_dir: Path, name: str = "service", **overrides: str) -> ServiceProcess:
-        service = ServiceProcess(workdir, service_env(model_dir, **overrides), name)
-        started.append(service)
-        return service
-
-    return start, started
-
-
-@pytest.fixture
-def start_service(tmp_path: Path) -> Iterator[Start]:
-    """Starts service processes; every one still running at the end of the test is killed."""
-    workdir = tmp_path / "cwd"
-    workdir.mkdir()
-    start, started = _factory(workdir)
-    try:
-        yield start
-    finally:
-        for service in started:
-            service.kill()
 
 
 def assert_predictions(result: dict[str, Any], name: str, count: int) -> None:
@@ -208,7 +84,7 @@ def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service
     root = tmp_path_factory.mktemp("replicas")
     workdir = root / "cwd"
     workdir.mkdir()
-    start, started = _factory(workdir)
+    start, started = process_factory(workdir)
     prefix = f"lstm-serve-e2e-{uuid.uuid4().hex}:"
     shared = {"SESSION_STORE": REDIS_URL, "SESSION_KEY_PREFIX": prefix}
     try:
