@@ -1,4 +1,4 @@
-"""``lstm-serve``: a thin command-line client of the HTTP API (see ``/work/shared/API.md``).
+"""``lstm-serve``: a thin command-line client of the HTTP API (the contract is ``API.md`` in the shared folder).
 
 Every subcommand talks to a running service over HTTP (``--url``, default ``$LSTM_SERVE_URL`` or
 http://127.0.0.1:8000), except ``serve``, which runs the service in this process. The module imports

@@ -191,8 +191,9 @@ def _zip_without_a_model() -> bytes:
     return buffer.getvalue()
 
 
-def test_upload_that_is_not_a_zip(api: TestClient, unchanged: None) -> None:
-    error = assert_error(upload(api, "up", b"definitely not a zip"), 422, "invalid_model_file", "file")
+@pytest.mark.parametrize("content", [b"definitely not a zip", b"", b"PK\x03\x04truncated"])
+def test_upload_that_is_not_a_zip(api: TestClient, unchanged: None, content: bytes) -> None:
+    error = assert_error(upload(api, "up", content), 422, "invalid_model_file", "file")
     assert "zip" in error["message"]
 
 
@@ -237,3 +238,6 @@ def test_upload_with_a_lambda_layer_is_refused_and_never_run(api: TestClient, mo
     assert not marker.exists()
     assert snapshot(model_dir) == before
     assert_error(api.get("/models/evil"), 404, "model_not_found")
+    # The file really is armed: loading it unsafely does run the function.
+    keras.models.load_model(tmp_path / "evil.keras", safe_mode=False)
+    assert marker.exists()
