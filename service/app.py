@@ -26,6 +26,7 @@ from service.metrics import Metrics, MetricsMiddleware
 log = logging.getLogger(__name__)
 
 DEMO_MODEL = "demo"
+DEMO_EPOCHS = 15
 
 
 def _ensure_demo_model(store: ModelStore, manager: JobManager) -> None:
@@ -35,9 +36,9 @@ def _ensure_demo_model(store: ModelStore, manager: JobManager) -> None:
     log.info("Training the '%s' model (lstm on noisy_trend) for first use", DEMO_MODEL)
     work = plan_training(
         store, DEMO_MODEL, "lstm", {}, sequences=None, labels=None, dataset="noisy_trend",
-        settings=FitSettings(epochs=5),
+        settings=FitSettings(epochs=DEMO_EPOCHS),
     )
-    job = manager.wait(manager.submit("train", DEMO_MODEL, 5, work).job_id)
+    job = manager.wait(manager.submit("train", DEMO_MODEL, DEMO_EPOCHS, work).job_id)
     log.info("Demo model: %s", job.status)
 
 
