@@ -1,5 +1,6 @@
 """The ASGI application: ``create_app`` wires settings, the model store, jobs and routes together."""
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -68,6 +69,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             default_ttl_s=settings.session_ttl_s,
             max_sessions=settings.max_sessions,
         )
+        # Everything alive now (TensorFlow, Keras, the loaded models) lives as long as the process; moving it
+        # out of the collector's reach keeps full collections short: they caused p99 spikes of 100-200 ms
+        # at 32 connections (bench/). Collect first so no garbage is frozen with it.
+        gc.collect()
+        gc.freeze()
         try:
             async with anyio.create_task_group() as background:
                 background.start_soon(app.state.sessions.reap_forever, settings.session_reap_interval_s)
