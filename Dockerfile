@@ -14,11 +14,12 @@ RUN groupadd --system --gid 10001 app \
 
 WORKDIR /app
 
-# Dependencies are pinned in pyproject.toml; install the project (not editable) from its sources.
-COPY pyproject.toml ./
+# Dependencies are pinned in pyproject.toml and, transitively, in constraints.txt (what the tests passed with);
+# install the project (not editable) from its sources.
+COPY pyproject.toml constraints.txt README.md ./
 COPY service ./service
 COPY models ./models
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir -c constraints.txt .
 
 # Same names as service.config.Settings fields (read by `python -m service`).
 ENV MODEL_DIR=/data/models \

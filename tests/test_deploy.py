@@ -138,13 +138,13 @@ def test_runs_as_non_root_user() -> None:
 
 def test_installs_the_project_from_pyproject() -> None:
     copied = {source.rstrip("/") for args in dockerfile_args("COPY") for source in args.split()[:-1]}
-    assert "pyproject.toml" in copied
+    assert {"pyproject.toml", "constraints.txt", "README.md"} <= copied
     packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
     for pattern in packages:
         package = pattern.rstrip("*")
         assert (ROOT / package).is_dir()
         assert package in copied, f"{package}/ is not copied into the image"
-    assert any("pip install --no-cache-dir ." == args.strip() for args in dockerfile_args("RUN"))
+    assert any("pip install --no-cache-dir -c constraints.txt ." == args.strip() for args in dockerfile_args("RUN"))
 
 
 def test_cmd_is_python_dash_m_service() -> None:
