@@ -155,34 +155,35 @@ def recommend(leaderboard: list[Entry], skipped: dict[str, str], epochs: int) ->
     return " ".join(lines)
 
 
+#: (simpler, richer, what a gain of the richer one means, what no gain means); ``{gain}`` is filled in.
+_PAIRS = (
+    (
+        "lstm",
+        "td_dense_lstm",
+        "The per-step Dense projection helped ({gain:+.1%} over lstm): single raw values were hard for the small "
+        "LSTM to use, and lifting each step into more features first made them usable.",
+        "The plain LSTM is enough here: the per-step Dense projection of td_dense_lstm added parameters and time "
+        "but no accuracy ({gain:+.1%}).",
+    ),
+    (
+        "embedding_lstm",
+        "embedding_bilstm",
+        "Reading both directions helped ({gain:+.1%}): the deciding tokens sit far from the end, where a "
+        "left-to-right LSTM must carry them through every later step, while the backward pass reads them last. "
+        "It needs the whole sequence, so it cannot serve per-step sessions.",
+        "The bidirectional LSTM gained nothing worth its cost ({gain:+.1%}): the left-to-right embedding_lstm sees "
+        "enough, costs about half the recurrent work and can stream with sessions.",
+    ),
+)
+
+
 def _explain_pairs(by_name: dict[str, Entry]) -> list[str]:
     """What the per-step projection and the second direction each bought, where both sides ran."""
     lines = []
-    if "lstm" in by_name and "td_dense_lstm" in by_name:
-        gain = by_name["td_dense_lstm"].val_accuracy - by_name["lstm"].val_accuracy
-        if gain >= NEGLIGIBLE:
-            lines.append(
-                f"The per-step Dense projection helped (+{gain:.1%} over lstm): single raw values were hard for "
-                "the small LSTM to use, and lifting each step into more features first made them usable."
-            )
-        else:
-            lines.append(
-                "The plain LSTM is enough here: the per-step Dense projection of td_dense_lstm added parameters "
-                f"and time but no accuracy ({gain:+.1%})."
-            )
-    if "embedding_lstm" in by_name and "embedding_bilstm" in by_name:
-        gain = by_name["embedding_bilstm"].val_accuracy - by_name["embedding_lstm"].val_accuracy
-        if gain >= NEGLIGIBLE:
-            lines.append(
-                f"Reading both directions helped (+{gain:.1%}): the deciding tokens sit far from the end, where a "
-                "left-to-right LSTM must carry them through every later step, while the backward pass reads them "
-                "last. It needs the whole sequence, so it cannot serve per-step sessions."
-            )
-        else:
-            lines.append(
-                f"The bidirectional LSTM gained nothing worth its cost ({gain:+.1%}): the left-to-right "
-                "embedding_lstm sees enough, costs about half the recurrent work and can stream with sessions."
-            )
+    for simpler, richer, helped, not_helped in _PAIRS:
+        if simpler in by_name and richer in by_name:
+            gain = by_name[richer].val_accuracy - by_name[simpler].val_accuracy
+            lines.append((helped if gain >= NEGLIGIBLE else not_helped).format(gain=gain))
     return lines
 
 

@@ -5,6 +5,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from models.compare import Entry, rank, recommend, recommended
 from tests.conftest import SMALL_PARAMS, wait_for_job
 
 
@@ -101,3 +102,24 @@ def test_report_png_of_a_training_job_is_409(client: TestClient) -> None:
     job = wait_for_job(client, response.json()["job_id"])
     plot = client.get(f"/jobs/{job['job_id']}/report.png")
     assert plot.status_code == 409 and plot.json()["error"]["code"] == "report_not_ready"
+
+
+def _entry(name: str, accuracy: float, params: int) -> Entry:
+    return Entry(name, accuracy, 0.5, params, 1.0, 0.01)
+
+
+def test_recommendation_explains_each_pair_and_prefers_the_smaller_model_within_noise() -> None:
+    board = rank([_entry("td_dense_lstm", 0.95, 2500), _entry("lstm", 0.70, 500)])
+    text = recommend(board, {}, epochs=3)
+    assert text.startswith("Best: td_dense_lstm") and "per-step Dense projection helped (+25.0% over lstm)" in text
+    assert recommended(board).architecture == "td_dense_lstm"
+
+    board = rank([_entry("embedding_bilstm", 0.91, 3800), _entry("embedding_lstm", 0.90, 2700)])
+    text = recommend(board, {"lstm": "token data"}, epochs=3)
+    assert recommended(board).architecture == "embedding_lstm"
+    assert "the recommendation is embedding_lstm" in text
+    assert "gained nothing worth its cost (+1.0%)" in text and text.endswith("Skipped lstm: token data")
+
+    weak = rank([_entry("lstm", 0.55, 500), _entry("td_dense_lstm", 0.58, 2500)])
+    assert "No architecture learned this task well" in recommend(weak, {}, epochs=1)
+    assert "helped" not in recommend(weak, {}, epochs=1)
