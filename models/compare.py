@@ -28,10 +28,7 @@ from models.training import (
     TrainingData,
     artifact_for,
     fit,
-    prepare_dataset,
-    prepare_user_data,
-    resolve_params,
-    split_indices,
+    prepare_training,
 )
 
 #: Accuracy differences smaller than this are noise on these small validation sets: prefer the simpler model.
@@ -211,19 +208,16 @@ def plan_comparison(
             got=settings.validation_split,
         )
     if dataset is not None:
-        kind, data_len = get_dataset(dataset).input_kind, get_dataset(dataset).max_len
+        kind = get_dataset(dataset).input_kind
     else:
-        assert sequences is not None and labels is not None, "the request schema demands data or dataset"
-        kind, data_len = data_kind(sequences), max(len(s) for s in sequences)
+        assert sequences is not None, "the request schema demands data or dataset"
+        kind = data_kind(sequences)
     chosen, skipped = choose(architectures, kind)
     candidates = []
     for arch in chosen:
-        params = resolve_params(arch, overrides, data_len, settings.max_params)
-        if dataset is not None:
-            data = prepare_dataset(dataset, arch, params, settings.seed)
-        else:
-            data = prepare_user_data(sequences, labels, arch, params)
-        split_indices(len(data.y), settings)
+        params, data = prepare_training(
+            arch, overrides, sequences=sequences, labels=labels, dataset=dataset, settings=settings
+        )
         candidates.append(Candidate(arch, data, params))
 
     def work(context: JobContext) -> None:

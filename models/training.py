@@ -245,6 +245,30 @@ def train_job(
 
 
 
+def prepare_training(
+    arch: Architecture,
+    overrides: dict[str, int],
+    *,
+    sequences: Sequence[Sequence[float]] | None,
+    labels: Sequence[int] | None,
+    dataset: str | None,
+    settings: FitSettings,
+) -> tuple[ArchParams, TrainingData]:
+    """Resolve ``arch``'s params and shape the data (a built-in dataset or the caller's) for it.
+
+    Raises ``InvalidInput`` for anything that would only fail later inside the job.
+    """
+    if dataset is not None:
+        params = resolve_params(arch, overrides, get_dataset(dataset).max_len, settings.max_params)
+        data = prepare_dataset(dataset, arch, params, settings.seed)
+    else:
+        assert sequences is not None and labels is not None, "the request schema demands data or dataset"
+        params = resolve_params(arch, overrides, max(len(s) for s in sequences), settings.max_params)
+        data = prepare_user_data(sequences, labels, arch, params)
+    split_indices(len(data.y), settings)
+    return params, data
+
+
 def plan_training(
     store: ModelStore,
     name: str,
@@ -258,12 +282,7 @@ def plan_training(
 ) -> Work:
     """Validate a training request up front (so mistakes are a 4xx, not a failed job) and return its work."""
     arch = get_architecture(architecture)
-    if dataset is not None:
-        params = resolve_params(arch, overrides, get_dataset(dataset).max_len, settings.max_params)
-        data = prepare_dataset(dataset, arch, params, settings.seed)
-    else:
-        assert sequences is not None and labels is not None, "the request schema demands data or dataset"
-        params = resolve_params(arch, overrides, max(len(s) for s in sequences), settings.max_params)
-        data = prepare_user_data(sequences, labels, arch, params)
-    split_indices(len(data.y), settings)
+    params, data = prepare_training(
+        arch, overrides, sequences=sequences, labels=labels, dataset=dataset, settings=settings
+    )
     return train_job(store, name, arch, params, data, settings)
