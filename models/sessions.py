@@ -76,8 +76,8 @@ class SessionStore(Protocol):
         """Async context manager: hold the session's lock and yield its record."""
         ...
 
-    async def save(self, record: SessionRecord) -> None:
-        """Write back a record read under ``locked`` (refreshing its expiry)."""
+    async def save(self, record: SessionRecord) -> SessionRecord:
+        """Write back a record read under ``locked``, its expiry refreshed; return what was written."""
         ...
 
     async def delete(self, session_id: str) -> None:
@@ -147,10 +147,11 @@ class MemorySessionStore:
         async with self._locks.hold(session_id):
             yield self._live(session_id, time.time())
 
-    async def save(self, record: SessionRecord) -> None:
+    async def save(self, record: SessionRecord) -> SessionRecord:
         if record.session_id not in self._records:
             raise _not_found(record.session_id)
-        self._records[record.session_id] = record.touched(time.time())
+        saved = self._records[record.session_id] = record.touched(time.time())
+        return saved
 
     async def delete(self, session_id: str) -> None:
         self._live(session_id, time.time())
@@ -243,10 +244,12 @@ class RedisSessionStore:
             except LockError:
                 pass  # the lock timed out and expired on its own; nothing left to release
 
-    async def save(self, record: SessionRecord) -> None:
+    async def save(self, record: SessionRecord) -> SessionRecord:
         if not await self._redis.exists(self._key(record.session_id)):
             raise _not_found(record.session_id)
-        await self._write(record.touched(time.time()))
+        saved = record.touched(time.time())
+        await self._write(saved)
+        return saved
 
     async def delete(self, session_id: str) -> None:
         await self.get(session_id)

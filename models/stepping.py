@@ -76,16 +76,15 @@ class SessionService:
             probabilities, h, c = await self.batcher.submit(
                 ("step", servable), (x, h, c), partial(step_batch, servable)
             )
-            record = replace(record, steps_seen=record.steps_seen + len(x), state=encode_state(h, c))
-            await self.store.save(record)
-        return record.touched(time.time()), probabilities
+            saved = await self.store.save(
+                replace(record, steps_seen=record.steps_seen + len(x), state=encode_state(h, c))
+            )
+        return saved, probabilities
 
     async def reset(self, session_id: str) -> SessionRecord:
         """Back to the zero state with ``steps_seen`` 0."""
         async with self.store.locked(session_id) as record:
-            record = replace(record, steps_seen=0, state=b"")
-            await self.store.save(record)
-        return record.touched(time.time())
+            return await self.store.save(replace(record, steps_seen=0, state=b""))
 
     async def delete(self, session_id: str) -> None:
         """End a session."""
