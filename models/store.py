@@ -155,8 +155,8 @@ class ModelStore:
             info = self.info(name)
             return self._servables.get((name, info.versions[-1] if version is None else version))
 
-    def get(self, name: str, version: int | None = None) -> Servable:
-        """The servable of a version (default: the latest), loaded on first use and cached."""
+    def meta(self, name: str, version: int | None = None) -> ModelMeta:
+        """Metadata of a version (default: the latest) from the index, without loading it."""
         with self._lock:
             info = self.info(name)
             number = info.versions[-1] if version is None else version
@@ -167,6 +167,12 @@ class ModelStore:
                 raise VersionNotFound(
                     f"Model '{name}' has no version {number}.", field="version", expected=info.versions, got=number
                 )
+            return self._metas[name][number]
+
+    def get(self, name: str, version: int | None = None) -> Servable:
+        """The servable of a version (default: the latest), loaded on first use and cached."""
+        with self._lock:
+            number = self.meta(name, version).version
             cached = self._servables.get((name, number))
             if cached is None:
                 cached = read_version(self.root / name / str(number))

@@ -64,7 +64,7 @@ def server_metadata(request: Request) -> V2ServerMetadata:
 
 def _model_metadata(store: ModelStore, name: str, version: int | None) -> V2ModelMetadata:
     info = store.info(name)
-    meta = store.get(name, version).meta
+    meta = store.meta(name, version)
     datatype = "FP32" if meta.input_kind == "float" else "INT32"
     return V2ModelMetadata(
         name=name,
@@ -102,7 +102,7 @@ async def _infer(
             got=len(body.inputs),
         )
     check_outputs(body.outputs)
-    meta = store.get(name, version).meta
+    meta = store.meta(name, version)
     sequences = sequences_from_tensor(body.inputs[0], meta.input_kind)
     used, probabilities = await predict_sequences(predictor, metrics, name, sequences, meta.version)
     output = V2ResponseOutput(name=OUTPUT_NAME, shape=[len(probabilities), 1], data=probabilities)

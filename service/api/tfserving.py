@@ -48,7 +48,7 @@ def _tensor(dtype: str, shape: list[int], name: str) -> TfTensorInfo:
 
 
 def _metadata(store: ModelStore, name: str, version: int | None) -> TfMetadataResponse:
-    meta = store.get(name, version).meta
+    meta = store.meta(name, version)
     dtype = "DT_FLOAT" if meta.input_kind == "float" else "DT_INT32"
     signature = TfSignatureDef(
         inputs={INPUT_NAME: _tensor(dtype, input_shape(meta.input_kind, meta.max_len), f"{SIGNATURE}_{INPUT_NAME}:0")},
@@ -68,7 +68,7 @@ async def _predict(
     predictor: PredictorDep,
     metrics: MetricsDep,
 ) -> TfPredictResponse | TfColumnarResponse:
-    version = store.get(name, version).meta.version  # an unknown model or version is a 404 before any input error
+    version = store.meta(name, version).version  # an unknown model or version is a 404 before any input error
     if body.signature_name not in (None, "", SIGNATURE):
         raise InvalidInput(
             f"signature_name: the model has one signature, '{SIGNATURE}'; got '{body.signature_name}'.",
