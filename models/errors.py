@@ -46,6 +46,12 @@ class VersionNotFound(NotFound):
     code = "version_not_found"
 
 
+class ModelDeleted(NotFound):
+    """A session's model was deleted since the session started (a new model may have the same name)."""
+
+    code = "model_deleted"
+
+
 class JobNotFound(NotFound):
     code = "job_not_found"
 

@@ -8,13 +8,13 @@ from contextlib import asynccontextmanager
 import anyio
 from fastapi import FastAPI
 
-from models.batching import BatchScheduler
-from models.jobs import JobManager
-from models.serving import Predictor
-from models.sessions import open_session_store
-from models.stepping import SessionService
-from models.store import ModelStore
-from models.training import FitSettings, plan_training
+from models.serving.batching import BatchScheduler
+from models.training.jobs import JobManager
+from models.serving.predictor import Predictor
+from models.serving.session_store import open_session_store
+from models.serving.session_service import SessionService
+from models.serving.store import ModelStore
+from models.training.fitting import FitSettings, plan_training
 from service.api import catalog, compare, health, jobs, kserve, models, sessions, tfserving, ui
 from service.config import Settings, get_settings
 from service.deps import ReadAccess

@@ -15,8 +15,8 @@ from typing import Annotated, Any
 from fastapi import Path
 
 from models.errors import InvalidInput, VersionNotFound
-from models.serving import Predictor
-from models.store import ModelStore
+from models.serving.predictor import Predictor
+from models.serving.store import ModelStore
 from service.compat_schemas import V2RequestInput, V2RequestOutput
 from service.metrics import Metrics
 

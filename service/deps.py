@@ -9,10 +9,10 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Request
 
-from models.jobs import JobManager
-from models.serving import Predictor
-from models.stepping import SessionService
-from models.store import ModelStore
+from models.training.jobs import JobManager
+from models.serving.predictor import Predictor
+from models.serving.session_service import SessionService
+from models.serving.store import ModelStore
 from service.config import Settings
 from service.errors import Unauthorized
 from service.metrics import Metrics

@@ -7,7 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models.architectures import ARCHITECTURES
 from models.errors import InvalidInput
-from models.training import FitSettings
+from models.training.fitting import FitSettings
 from service.config import Settings
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"

@@ -5,7 +5,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from models.compare import Entry, rank, recommend, recommended
+from models.training.comparison import Entry, rank, recommend, recommended
 from tests.conftest import SMALL_PARAMS, wait_for_job
 
 

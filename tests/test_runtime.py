@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from models.architectures import ARCHITECTURES, ArchParams, build_sequence_model, build_step_model, param_count
-from models.runtime import KerasEngine, OnnxEngine, export_engine, max_difference, random_inputs
+from models.serving.engines import KerasEngine, OnnxEngine, export_engine, max_difference, random_inputs
 
 PARAMS = ArchParams(max_len=12, units=6, vocab_size=40, embedding_dim=8, dense_units=5)
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from models.jobs import Job
+from models.training.jobs import Job
 from service.api.ui import esc, render_page
 from tests.conftest import SMALL_PARAMS, TRAINED, wait_for_job
 from tests.process import ServiceProcess, service_env

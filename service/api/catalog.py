@@ -3,7 +3,7 @@
 from fastapi import APIRouter
 
 from models.architectures import ARCHITECTURES
-from models.datasets import DATASETS
+from models.training.datasets import DATASETS
 from service.schemas import ArchitecturePublic, DatasetPublic
 
 router = APIRouter(tags=["catalog"])

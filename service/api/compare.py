@@ -3,7 +3,7 @@
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
-from models.compare import plan_comparison
+from models.training.comparison import plan_comparison
 from models.errors import InvalidInput, ReportNotReady
 from service.deps import JobsDep, SettingsDep, StoreDep, WriteAccess
 from service.schemas import CompareRequest, ErrorResponse, JobAccepted

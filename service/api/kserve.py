@@ -9,7 +9,7 @@ import logging
 from fastapi import APIRouter, Request, Response
 
 from models.errors import InvalidInput, NotFound
-from models.store import ModelStore
+from models.serving.store import ModelStore
 from service.compat import (
     INPUT_NAME,
     OUTPUT_NAME,

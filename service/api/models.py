@@ -4,9 +4,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Response, UploadFile
 
-from models.importing import import_model
-from models.store import ModelInfo
-from models.training import plan_training
+from models.training.uploads import import_model
+from models.serving.store import ModelInfo
+from models.training.fitting import plan_training
 from service.deps import JobsDep, MetricsDep, ModelName, PredictorDep, SettingsDep, StoreDep, WriteAccess
 from service.schemas import (
     ArchitectureName,

@@ -5,7 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Response
 
-from models.sessions import SessionRecord
+from models.serving.session_store import SessionRecord
 from service.deps import MetricsDep, ModelName, SessionsDep
 from service.schemas import ErrorResponse, SessionCreate, SessionPublic, StepRequest, StepResponse
 

@@ -7,7 +7,7 @@ lstm-serve model has one signature, ``serving_default``, with input ``sequence``
 from fastapi import APIRouter
 
 from models.errors import InvalidInput
-from models.store import ModelStore
+from models.serving.store import ModelStore
 from service.compat import (
     INPUT_NAME,
     OUTPUT_NAME,

@@ -19,7 +19,7 @@ from fastapi.responses import HTMLResponse
 
 from models.architectures import ARCHITECTURES
 from models.errors import NotFound
-from models.jobs import Job
+from models.training.jobs import Job
 from service.deps import JobsDep, StoreDep
 
 router = APIRouter(include_in_schema=False)

@@ -15,12 +15,12 @@ from functools import partial
 import anyio.to_thread
 import numpy as np
 
-from models.batching import BatchScheduler, step_batch
+from models.serving.batching import BatchScheduler, step_batch
 from models.errors import SessionsUnsupported
 from models.inputs import to_step_input
-from models.servable import Servable
-from models.sessions import SessionRecord, SessionStore, decode_state, encode_state, new_session_id
-from models.store import ModelStore
+from models.serving.servable import Servable
+from models.serving.session_store import SessionRecord, SessionStore, decode_state, encode_state, new_session_id
+from models.serving.store import ModelStore
 
 log = logging.getLogger(__name__)
 

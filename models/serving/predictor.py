@@ -6,11 +6,11 @@ from functools import partial
 import anyio.to_thread
 import numpy as np
 
-from models.batching import BatchScheduler, predict_batch
+from models.serving.batching import BatchScheduler, predict_batch
 from models.errors import InvalidInput
 from models.inputs import Truncate
-from models.servable import Servable
-from models.store import ModelStore
+from models.serving.servable import Servable
+from models.serving.store import ModelStore
 
 #: Requests with more sequences than this are padded off the event loop.
 _INLINE_PREPARE_LIMIT = 256

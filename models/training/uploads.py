@@ -10,10 +10,10 @@ import numpy as np
 
 from models.architectures import Architecture, build_sequence_model, identify
 from models.errors import InvalidModelFile, UnsafeModel
-from models.runtime import PARITY_TOLERANCE, random_inputs
-from models.servable import ModelMeta
-from models.store import ModelStore
-from models.training import artifact_for
+from models.serving.engines import PARITY_TOLERANCE, random_inputs
+from models.serving.servable import ModelMeta
+from models.serving.store import ModelStore
+from models.training.fitting import artifact_for
 
 
 def _read_keras(content: bytes) -> keras.Model:

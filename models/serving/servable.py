@@ -22,7 +22,7 @@ from models.architectures import (
     get_architecture,
 )
 from models.inputs import Truncate, to_model_input
-from models.runtime import Engine, OnnxEngine, export_engine
+from models.serving.engines import Engine, OnnxEngine, export_engine
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,9 @@ class ModelMeta:
     source: str
     metrics: dict[str, float] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Which life of the model this version belongs to: new whenever the model is created from nothing
+    #: (its first version, or the first after a delete), kept by every later version.
+    incarnation: str = ""
 
     def to_json(self) -> str:
         """Serialized form for ``meta.json``."""

@@ -17,11 +17,11 @@ from models.architectures import (
     get_architecture,
     param_count,
 )
-from models.datasets import get_dataset
+from models.training.datasets import get_dataset
 from models.errors import InvalidInput, TrainingTimeExceeded
 from models.inputs import to_model_input
-from models.jobs import JobContext, Work
-from models.store import ModelStore
+from models.training.jobs import JobContext, Work
+from models.serving.store import ModelStore
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The model store: versions on disk under ``MODEL_DIR``, loaded and cached for serving.
 
-Layout: ``MODEL_DIR/<name>/<version>/`` holds one complete version (see ``models.servable``). A version
+Layout: ``MODEL_DIR/<name>/<version>/`` holds one complete version (see ``models.serving.servable``). A version
 is written into a hidden temporary folder and renamed into place only once complete, so a crash at any
 moment leaves either the whole version or nothing; a deleted model is renamed away before removal.
 Leftover hidden folders are swept at start-up.
@@ -24,7 +24,7 @@ import keras
 
 from models.architectures import Architecture, ArchParams
 from models.errors import ModelNotFound, VersionNotFound
-from models.servable import META, ModelMeta, Servable, read_version, write_version
+from models.serving.servable import META, ModelMeta, Servable, read_version, write_version
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,9 @@ class ModelStore:
         with write_lock:
             with self._lock:
                 self._sync(name)
-                version = max(self._metas.get(name, {}), default=0) + 1
+                existing = self._metas.get(name, {})
+                version = max(existing, default=0) + 1
+                incarnation = existing[max(existing)].incarnation if existing else uuid.uuid4().hex
             meta = ModelMeta(
                 name=name,
                 architecture=arch.name,
@@ -207,6 +209,7 @@ class ModelStore:
                 source=source,
                 metrics=metrics,
                 extra=extra or {},
+                incarnation=incarnation,
             )
             model_dir = self.root / name
             model_dir.mkdir(parents=True, exist_ok=True)

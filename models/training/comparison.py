@@ -16,13 +16,13 @@ from typing import Any
 import numpy as np
 
 from models.architectures import ARCHITECTURES, Architecture, ArchParams, InputKind, get_architecture
-from models.datasets import get_dataset
+from models.training.datasets import get_dataset
 from models.errors import InvalidInput
-from models.jobs import JobContext, Work
-from models.report import draw_learning_curves
-from models.runtime import export_engine
-from models.store import ModelStore
-from models.training import (
+from models.training.jobs import JobContext, Work
+from models.training.learning_curves import draw_learning_curves
+from models.serving.engines import export_engine
+from models.serving.store import ModelStore
+from models.training.fitting import (
     FitResult,
     FitSettings,
     TrainingData,

@@ -16,7 +16,7 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-from models.servable import Servable
+from models.serving.servable import Servable
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
