@@ -10,10 +10,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from models.errors import CapacityExceeded, Conflict, InvalidInput, LstmServeError, NotFound
+from models.errors import CapacityExceeded, Conflict, InvalidInput, LstmServeError, NotFound, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +21,7 @@ _STATUS: list[tuple[type[LstmServeError], int]] = [
     (InvalidInput, 422),
     (Conflict, 409),
     (CapacityExceeded, 429),
+    (Unavailable, 503),
 ]
 
 _HTTP_CODES = {
@@ -103,13 +103,15 @@ def validation_details(errors: list[dict[str, Any]]) -> dict[str, Any]:
     return {**problems[0], "errors": problems[:20]} if problems else {}
 
 
+async def domain_error_response(request: Request, exc: LstmServeError) -> JSONResponse:
+    """The response to a domain error: the routes' handler, and the fast path's renderer."""
+    details = {k: _shorten(v) for k, v in exc.details.items()}
+    return error_response(request, status_for(exc), exc.code, exc.message, details)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register one handler per error family on ``app``."""
-
-    @app.exception_handler(LstmServeError)
-    async def domain_error(request: Request, exc: LstmServeError) -> JSONResponse:
-        details = {k: _shorten(v) for k, v in exc.details.items()}
-        return error_response(request, status_for(exc), exc.code, exc.message, details)
+    app.add_exception_handler(LstmServeError, domain_error_response)  # type: ignore[arg-type]
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -134,13 +136,6 @@ def install_error_handlers(app: FastAPI) -> None:
             message = f"No route {request.method} {request.url.path} ({str(exc.detail).lower()})."
             return error_response(request, exc.status_code, code, message, {"method": request.method, "path": request.url.path})
         return error_response(request, exc.status_code, code, str(exc.detail))
-
-    @app.exception_handler(RedisError)
-    async def session_store_down(request: Request, exc: RedisError) -> JSONResponse:
-        log.warning("Session store error on %s: %s", request.url.path, exc)
-        return error_response(
-            request, 503, "session_store_unavailable", "The session store (Redis) did not answer; retry shortly."
-        )
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -264,5 +264,16 @@ def test_session_survives_retraining_and_fails_cleanly_after_delete(app_client: 
     assert client.delete("/models/r").status_code == 204
     gone = client.post(f"/sessions/{session['session_id']}/step", json={"values": [0.5]})
     assert gone.status_code == 404
-    assert gone.json()["error"]["code"] == "model_not_found"
+    assert gone.json()["error"]["code"] == "model_deleted"
     assert first["steps_seen"] == 1
+    # A new model under the same name (other units) is another model: the old session stays ended.
+    train(client, "r", architecture="lstm", params={"units": 3}, data={"sequences": [[0.1, 0.2]] * 4, "labels": [0, 1] * 2}, epochs=1)
+    for response in (
+        client.post(f"/sessions/{session['session_id']}/step", json={"values": [0.5]}),
+        client.post(f"/sessions/{session['session_id']}/step", json={"values": [0.5], "seq": 2}),
+        client.post(f"/sessions/{session['session_id']}/reset"),
+    ):
+        assert response.status_code == 404, response.text
+        assert response.json()["error"]["code"] == "model_deleted"
+        assert response.json()["error"]["details"] == {"session_id": session["session_id"], "model": "r", "version": 1}
+    assert client.get(f"/sessions/{session['session_id']}").json()["steps_seen"] == 2
