@@ -186,10 +186,10 @@ def base_env(**extra: str) -> dict[str, str]:
 
 
 def start_lstm_serve(label: str, model_dir: Path, workdir: Path, **extra: str) -> Server:
-    env = base_env(
-        HOST="127.0.0.1", PORT=str(free_port()), MODEL_DIR=str(model_dir), DEMO_MODEL="false",
-        SESSION_STORE="memory", LOG_LEVEL="warning", **extra,
-    )
+    env = base_env(**{
+        "HOST": "127.0.0.1", "PORT": str(free_port()), "MODEL_DIR": str(model_dir), "DEMO_MODEL": "false",
+        "SESSION_STORE": "memory", "LOG_LEVEL": "warning", **extra,
+    })
     return Server(label, [sys.executable, "-m", "service"], env, workdir)
 
 

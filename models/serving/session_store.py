@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import redis.asyncio as aioredis
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError, ResponseError
@@ -311,19 +312,26 @@ _SCRIPTS = {script: hashlib.sha1(script.encode()).hexdigest() for script in
 
 
 class _Pipeliner:
-    """Sends the script calls made during one turn of the event loop as one pipeline, under one deadline.
+    """Sends the commands made during one turn of the event loop as one pipeline, under one deadline.
 
-    Steps of many sessions reach the store together (the batcher resolves a whole batch at once, and the
-    requests of one read from the sockets start together), so their locks and their saves each leave in
-    one round trip on one connection instead of one each. Scripts are called by SHA; a Redis that lost its
-    script cache (restarted) answers NOSCRIPT without running anything, so those calls are loaded and sent
-    again. Any other failure fails every call of the pipeline: none is ever resent, since a resent save
-    might apply twice.
+    Steps of many sessions reach the store together (the requests read from the sockets in one turn start
+    together, and the batcher resolves a whole batch at once), so their locks and their saves each leave
+    in one write and one round trip instead of one each. It drives redis-py connections directly, without
+    the client's pool and pipeline objects: their bookkeeping cost several times the round trip itself.
+    Scripts are called by SHA; a Redis that lost its script cache (restarted) answers NOSCRIPT without
+    running anything, so those calls are loaded and sent again. Any other failure fails every call of the
+    pipeline and nothing is resent, since a resent save might apply twice.
     """
 
-    def __init__(self, redis: aioredis.Redis, deadline_s: float) -> None:
-        self._redis = redis
+    def __init__(self, url: str, deadline_s: float, max_connections: int) -> None:
+        # No per-operation socket timeout: the one deadline below covers waiting for a connection,
+        # connecting, sending and every reply (a per-operation timeout also costs a task per send).
+        self._connections = aioredis.ConnectionPool.from_url(
+            url, socket_timeout=None, socket_connect_timeout=deadline_s, retry=Retry(NoBackoff(), 0)
+        )
         self._deadline_s = deadline_s
+        self._slots = asyncio.Semaphore(max_connections)
+        self._idle: list[AbstractConnection] = []
         self._queue: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
         self._sending: set[asyncio.Task[None]] = set()
 
@@ -333,19 +341,16 @@ class _Pipeliner:
         future: asyncio.Future[Any] = loop.create_future()
         self._queue.append((command, future))
         if len(self._queue) == 1:
-            loop.call_soon(self._flush)
+            # A task's first step runs after every callback already due in this turn of the loop: by then the
+            # queue holds every command made in this turn.
+            task = asyncio.ensure_future(self._send())
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
         return await future
 
-    def _flush(self) -> None:
+    async def _send(self) -> None:
         batch, self._queue = self._queue, []
-        task = asyncio.ensure_future(self._send(batch))
-        self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
-
-    async def _send(self, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]]) -> None:
         try:
-            # One deadline for the pool wait, connecting, sending and every reply: a cancelled read closes
-            # its connection (redis-py), so a late reply is never read as the answer to a later command.
             async with asyncio.timeout(self._deadline_s):
                 replies = await self._execute([command for command, _ in batch])
         except Exception as exc:  # noqa: BLE001 - handed to every caller of the pipeline
@@ -361,23 +366,43 @@ class _Pipeliner:
                     future.set_result(reply)
 
     async def _execute(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        replies = await self._pipeline(commands)
+        replies = await self._exchange(commands)
         missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if missing:
-            await self._pipeline([("SCRIPT", "LOAD", script) for script in _SCRIPTS])
-            for i, reply in zip(missing, await self._pipeline([commands[i] for i in missing]), strict=True):
+            await self._exchange([("SCRIPT", "LOAD", script) for script in _SCRIPTS])
+            for i, reply in zip(missing, await self._exchange([commands[i] for i in missing]), strict=True):
                 replies[i] = reply
         return replies
 
-    async def _pipeline(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for command in commands:
-                pipe.execute_command(*command)
-            return await pipe.execute(raise_on_error=False)
+    async def _exchange(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Write ``commands`` at once on one connection and read their replies (error replies as values)."""
+        async with self._slots:
+            connection = self._idle.pop() if self._idle else self._connections.make_connection()
+            try:
+                if connection.is_connected and await connection.can_read():
+                    await connection.disconnect()  # closed by the server (e.g. it restarted) or holding stray bytes
+                await connection.send_packed_command(connection.pack_commands(commands), check_health=False)
+                replies: list[Any] = []
+                for _ in commands:
+                    try:
+                        replies.append(await connection.read_response())
+                    except ResponseError as exc:
+                        replies.append(exc)
+                return replies
+            except BaseException:
+                # A deadline, a cancellation or a broken socket: this connection may still receive a late reply,
+                # so it is closed (and reconnects on its next use), never read from again.
+                await connection.disconnect(nowait=True)
+                raise
+            finally:
+                self._idle.append(connection)
 
     async def close(self) -> None:
         for task in list(self._sending):
             task.cancel()
+        for connection in self._idle:
+            await connection.disconnect()
+        self._idle.clear()
 
 
 class RedisSessionStore:
@@ -405,19 +430,9 @@ class RedisSessionStore:
         lock_ttl_s: float = 4.0,
         lock_wait_s: float = 5.0,
         timeout_s: float = 0.5,
-        max_connections: int = 64,
+        max_connections: int = 16,
     ) -> None:
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=max_connections,
-            timeout=timeout_s,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            # No automatic retries: resending a save whose reply was lost could apply it twice.
-            retry=Retry(NoBackoff(), 0),
-        )
-        self._redis = aioredis.Redis(connection_pool=pool)
-        self._pipeliner = _Pipeliner(self._redis, timeout_s)
+        self._pipeliner = _Pipeliner(url, timeout_s, max_connections)
         self._prefix = prefix
         self._index = f"{prefix}sessions"
         self._lock_ttl_ms = max(1, round(lock_ttl_s * 1000))
@@ -584,7 +599,6 @@ class RedisSessionStore:
         if self._renewer is not None:
             self._renewer.cancel()
         await self._pipeliner.close()
-        await self._redis.aclose()
 
 
 def _expiry_ms(expires_at: float) -> int:
