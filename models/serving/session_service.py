@@ -21,7 +21,14 @@ from functools import partial
 import anyio.to_thread
 import numpy as np
 
-from models.errors import ModelDeleted, ModelNotFound, SessionsUnsupported, StepOutOfOrder, VersionNotFound
+from models.errors import (
+    ModelDeleted,
+    ModelNotFound,
+    SessionsUnsupported,
+    StepOutOfOrder,
+    Unavailable,
+    VersionNotFound,
+)
 from models.inputs import to_step_input
 from models.serving.batching import BatchScheduler, step_batch
 from models.serving.servable import ModelMeta, Servable
@@ -137,7 +144,10 @@ class SessionService:
             await asyncio.sleep(interval_s)
             try:
                 reaped = await self.store.reap()
-            except Exception:  # noqa: BLE001 - a failed sweep (e.g. Redis restarting) is retried next time
+            except Unavailable as exc:  # e.g. Redis restarting: the next sweep catches up
+                log.warning("Session reaper skipped a sweep: %s", exc.message)
+                continue
+            except Exception:  # noqa: BLE001 - a failed sweep is retried next time
                 log.exception("Session reaper failed")
                 continue
             if reaped:

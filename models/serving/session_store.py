@@ -311,6 +311,18 @@ _SCRIPTS = {script: hashlib.sha1(script.encode()).hexdigest() for script in
             (LOCK_AND_READ, SAVE_AND_UNLOCK, RENEW_OR_RELEASE, CREATE_CAPPED, DELETE, READ)}
 
 
+class NotSent(Exception):
+    """A Redis call failed before any byte of it was written: it cannot have run."""
+
+
+@dataclass(slots=True)
+class _Batch:
+    """The commands of one pipeline, and whether any of them may have reached Redis."""
+
+    commands: list[tuple[Any, ...]]
+    written: bool = False
+
+
 class _Pipeliner:
     """Sends the commands made during one turn of the event loop as one pipeline, under one deadline.
 
@@ -324,10 +336,18 @@ class _Pipeliner:
     """
 
     def __init__(self, url: str, deadline_s: float, max_connections: int) -> None:
-        # No per-operation socket timeout: the one deadline below covers waiting for a connection,
-        # connecting, sending and every reply (a per-operation timeout also costs a task per send).
         self._connections = aioredis.ConnectionPool.from_url(
-            url, socket_timeout=None, socket_connect_timeout=deadline_s, retry=Retry(NoBackoff(), 0)
+            url,
+            # No per-operation socket timeout: the one deadline below covers waiting for a connection,
+            # connecting, sending and every reply (a per-operation timeout also costs a task per send).
+            socket_timeout=None,
+            socket_connect_timeout=deadline_s,
+            # Never resend on its own: a resent save whose first reply was lost could apply twice.
+            retry=Retry(NoBackoff(), 0),
+            # RESP2 and no CLIENT SETINFO: connecting is one round trip, not four (HELLO, two SETINFO and
+            # maintenance notifications), which matters when Redis comes back and every connection reconnects.
+            protocol=2,
+            driver_info=None,
         )
         self._deadline_s = deadline_s
         self._slots = asyncio.Semaphore(max_connections)
@@ -336,7 +356,8 @@ class _Pipeliner:
         self._sending: set[asyncio.Task[None]] = set()
 
     async def call(self, *command: Any) -> Any:
-        """Send one command; its reply, or the ``RedisError``/``TimeoutError`` it failed with."""
+        """Send one command; its reply, or the ``RedisError``/``TimeoutError`` it failed with (``NotSent`` if
+        it failed before any of its pipeline was written: then it cannot have run)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._queue.append((command, future))
@@ -349,38 +370,44 @@ class _Pipeliner:
         return await future
 
     async def _send(self) -> None:
-        batch, self._queue = self._queue, []
+        batch = _Batch([command for command, _ in self._queue])
+        futures = [future for _, future in self._queue]
+        self._queue = []
         try:
             async with asyncio.timeout(self._deadline_s):
-                replies = await self._execute([command for command, _ in batch])
+                replies = await self._execute(batch)
         except Exception as exc:  # noqa: BLE001 - handed to every caller of the pipeline
-            for _, future in batch:
+            failure = exc if batch.written else NotSent(exc)
+            for future in futures:
                 if not future.done():
-                    future.set_exception(exc)
+                    future.set_exception(failure)
             return
-        for (_, future), reply in zip(batch, replies, strict=True):
+        for future, reply in zip(futures, replies, strict=True):
             if not future.done():
                 if isinstance(reply, Exception):
                     future.set_exception(reply)
                 else:
                     future.set_result(reply)
 
-    async def _execute(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        replies = await self._exchange(commands)
+    async def _execute(self, batch: "_Batch") -> list[Any]:
+        replies = await self._exchange(batch, batch.commands)
         missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if missing:
-            await self._exchange([("SCRIPT", "LOAD", script) for script in _SCRIPTS])
-            for i, reply in zip(missing, await self._exchange([commands[i] for i in missing]), strict=True):
+            await self._exchange(batch, [("SCRIPT", "LOAD", script) for script in _SCRIPTS])
+            for i, reply in zip(missing, await self._exchange(batch, [batch.commands[i] for i in missing]), strict=True):
                 replies[i] = reply
         return replies
 
-    async def _exchange(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+    async def _exchange(self, batch: "_Batch", commands: list[tuple[Any, ...]]) -> list[Any]:
         """Write ``commands`` at once on one connection and read their replies (error replies as values)."""
         async with self._slots:
             connection = self._idle.pop() if self._idle else self._connections.make_connection()
             try:
                 if connection.is_connected and await connection.can_read():
                     await connection.disconnect()  # closed by the server (e.g. it restarted) or holding stray bytes
+                if not connection.is_connected:
+                    await connection.connect()
+                batch.written = True
                 await connection.send_packed_command(connection.pack_commands(commands), check_health=False)
                 replies: list[Any] = []
                 for _ in commands:
@@ -451,24 +478,32 @@ class RedisSessionStore:
     def _lock_key(self, session_id: str) -> str:
         return f"{self._prefix}lock:{session_id}"
 
-    async def _script(self, script: str, keys: Sequence[str], args: Sequence[Any], *, sent_state: bool = False) -> Any:
-        """Run one of the scripts above."""
-        return await self._call("EVALSHA", _SCRIPTS[script], len(keys), *keys, *args, sent_state=sent_state)
+    async def _script(
+        self, session_id: str | None, script: str, keys: Sequence[str], args: Sequence[Any], *, if_lost: str | None = None
+    ) -> Any:
+        """Run one of the scripts above on the keys of ``session_id`` (``None``: a session not yet created).
+        ``if_lost``: the script changes the session, and this tells the client what to do if its reply is lost."""
+        command = ("EVALSHA", _SCRIPTS[script], len(keys), *keys, *args)
+        details = {"session_id": session_id} if session_id else {}
+        return await self._call(*command, details=details, if_lost=if_lost)
 
-    async def _call(self, *command: Any, sent_state: bool = False) -> Any:
-        """Send a command; a store that cannot answer in time becomes a domain error."""
+    async def _call(self, *command: Any, details: dict[str, Any] | None = None, if_lost: str | None = None) -> Any:
+        """Send a command; a store that cannot answer in time becomes a domain error (with ``details``)."""
         try:
             return await self._pipeliner.call(*command)
-        except (RedisError, TimeoutError, OSError) as exc:
+        except (RedisError, TimeoutError, OSError, NotSent) as exc:
             if isinstance(exc, ResponseError):
                 raise  # a script error is a bug: let it surface as one
-            log.warning("Session store call failed: %r", exc)
-            if sent_state:
+            log.warning("Session store call failed: %r", exc.__cause__ if isinstance(exc, NotSent) else exc)
+            if if_lost and not isinstance(exc, NotSent):
                 raise StateUnknown(
-                    "The session's new state was sent to the session store (Redis), which did not confirm it: "
-                    "it may or may not be applied. Read the session and retry with 'seq'.",
+                    "The change was sent to the session store (Redis), which did not confirm it in time: it may or "
+                    f"may not be applied. {if_lost}",
+                    **(details or {}),
                 ) from exc
-            raise StateStoreUnavailable("The session store (Redis) did not answer in time; retry shortly.") from exc
+            raise StateStoreUnavailable(
+                "The session store (Redis) did not answer in time; nothing was changed. Retry shortly.", **(details or {})
+            ) from exc
 
     def _record(self, session_id: str, values: list[bytes | None]) -> SessionRecord:
         model, version, incarnation, ttl_s, expires_at, steps_seen, state, last = values
@@ -486,16 +521,18 @@ class RedisSessionStore:
 
     async def create(self, record: SessionRecord, max_sessions: int) -> None:
         created = await self._script(
+            None,
             CREATE_CAPPED,
             (self._key(record.session_id), self._index),
             (repr(time.time()), max_sessions, record.session_id, repr(record.expires_at),
              _expiry_ms(record.expires_at), record.model, record.version, record.incarnation, record.ttl_s),
+            if_lost="If it was, that session (whose id you did not get) expires unused after its ttl_s; start another.",
         )
         if not created:
             raise _full(max_sessions)
 
     async def get(self, session_id: str) -> SessionRecord:
-        values = await self._script(READ, (self._key(session_id),), (repr(time.time()),))
+        values = await self._script(session_id, READ, (self._key(session_id),), (repr(time.time()),))
         if values is None:
             raise _not_found(session_id)
         return self._record(session_id, values)
@@ -519,7 +556,7 @@ class RedisSessionStore:
         pause = 0.001
         while True:
             try:
-                values = await self._script(LOCK_AND_READ, keys, (token, self._lock_ttl_ms, repr(time.time())))
+                values = await self._script(session_id, LOCK_AND_READ, keys, (token, self._lock_ttl_ms, repr(time.time())))
             except StateStoreUnavailable:
                 # The script may have run with its reply lost: free the lock if Redis lets us, else it
                 # expires after lock_ttl_s.
@@ -538,11 +575,12 @@ class RedisSessionStore:
         token = self._held.pop(record.session_id)
         saved = record.touched(time.time())
         written = await self._script(
+            record.session_id,
             SAVE_AND_UNLOCK,
             (self._key(record.session_id), self._lock_key(record.session_id), self._index),
             (token, record.session_id, repr(saved.expires_at), _expiry_ms(saved.expires_at), saved.steps_seen,
              saved.state, saved.last_step),
-            sent_state=True,
+            if_lost="Read the session, or retry with 'seq'.",
         )
         if written == 0:
             raise SessionBusy(
@@ -556,7 +594,7 @@ class RedisSessionStore:
 
     async def _release(self, session_id: str, token: str) -> None:
         try:
-            await self._script(RENEW_OR_RELEASE, (self._lock_key(session_id),), (token, 0))
+            await self._script(session_id, RENEW_OR_RELEASE, (self._lock_key(session_id),), (token, 0))
         except StateStoreUnavailable:
             pass  # the lock expires after lock_ttl_s on its own
 
@@ -570,7 +608,7 @@ class RedisSessionStore:
             await asyncio.sleep(self._lock_ttl_ms / 3000)
             held = list(self._held.items())
             renewals = [
-                self._script(RENEW_OR_RELEASE, (self._lock_key(session_id),), (token, self._lock_ttl_ms))
+                self._script(session_id, RENEW_OR_RELEASE, (self._lock_key(session_id),), (token, self._lock_ttl_ms))
                 for session_id, token in held
             ]
             outcomes = await asyncio.gather(*renewals, return_exceptions=True)
@@ -585,7 +623,11 @@ class RedisSessionStore:
         task.add_done_callback(self._background.discard)
 
     async def delete(self, session_id: str) -> None:
-        if not await self._script(DELETE, (self._key(session_id), self._index), (session_id, repr(time.time()))):
+        deleted = await self._script(
+            session_id, DELETE, (self._key(session_id), self._index), (session_id, repr(time.time())),
+            if_lost="Read the session to see whether it is gone, or delete it again.",
+        )
+        if not deleted:
             raise _not_found(session_id)
 
     async def reap(self) -> int:
