@@ -2,9 +2,9 @@
 
 ``RedisServer`` runs ``/usr/bin/redis-server`` on a free port (append-only file on, so a restart keeps
 the data) and can pause (SIGSTOP), resume, stop and start it again. ``FaultProxy`` forwards a port to it
-from an asyncio loop in a thread and can hold back replies: delay them or drop them, for the reply that
-follows a request containing some bytes (a script's SHA picks one command of the session store) or for
-any reply at random.
+from an asyncio loop in a thread and can hold back replies (delay or drop them) and requests (delay them),
+for a request containing some bytes (a script's SHA picks one command of the session store) or for any
+at random.
 """
 
 import asyncio
@@ -88,6 +88,15 @@ class _Rule:
     partition: bool
 
 
+@dataclass
+class _Delay:
+    """Forward a request containing ``after`` only ``delay_s`` later (it may reach Redis after its sender gave up)."""
+
+    after: bytes
+    delay_s: float
+    times: int
+
+
 @dataclass(eq=False)
 class _Link:
     """One proxied connection: replies wait ``delay_s`` once, or are all dropped once ``dropping``."""
@@ -104,6 +113,7 @@ class FaultProxy:
         self.upstream_port = upstream_port
         self.port = free_port()
         self._rules: list[_Rule] = []
+        self._delays: list[_Delay] = []
         self._links: set[_Link] = set()
         self._partitioned = False
         self._random = random.Random(seed)
@@ -124,11 +134,18 @@ class FaultProxy:
         rule = _Rule(after, delay_s, times, probability, jitter, partition)
         self._loop.call_soon_threadsafe(self._rules.append, rule)
 
+    def hold_requests(self, after: bytes, delay_s: float, times: int = 1) -> None:
+        """Forward the next ``times`` requests containing ``after`` ``delay_s`` late (and what follows them on
+        their connection), even if their sender closed the connection meanwhile."""
+        delay = _Delay(after, delay_s, times)
+        self._loop.call_soon_threadsafe(self._delays.append, delay)
+
     def clear(self) -> None:
-        """No more faults (replies already held keep their fate)."""
+        """No more faults (requests and replies already held keep their fate)."""
 
         def clear() -> None:
             self._rules.clear()
+            self._delays.clear()
             self._partitioned = False
 
         self._loop.call_soon_threadsafe(clear)
@@ -168,6 +185,11 @@ class FaultProxy:
                 if self._partitioned:
                     continue
                 self._apply_rules(link, data)
+                for delay in self._delays:
+                    if delay.after in data and delay.times > 0:
+                        delay.times -= 1
+                        await asyncio.sleep(delay.delay_s)
+                        break
                 writer.write(data)
                 await writer.drain()
         except OSError:

@@ -13,7 +13,9 @@ import hashlib
 import itertools
 import logging
 import math
+import os
 import secrets
+import socket
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -467,7 +469,8 @@ class RedisSessionStore:
         self._local = _KeyedLocks()
         #: Session id -> token of each lock this process holds (the renewer keeps them alive).
         self._held: dict[str, str] = {}
-        self._owner = secrets.token_hex(8)
+        # Says which process holds a lock (pid and host, for whoever inspects Redis), and is unique to it.
+        self._owner = f"{os.getpid()}-{socket.gethostname()}-{secrets.token_hex(4)}"
         self._tokens = itertools.count()
         self._renewer: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()

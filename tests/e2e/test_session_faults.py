@@ -351,24 +351,36 @@ def drive(cluster: Cluster, session_id: str, seed: int, stop: threading.Event, l
 
 
 def inject_faults(cluster: Cluster, stop: threading.Event) -> None:
+    """Faults on a schedule for 11.5 s, then ``stop``."""
     a, b = cluster.proxies["a"], cluster.proxies["b"]
+
+    def freeze_replica_a() -> None:
+        process = cluster.replicas["a"].process
+        process.send_signal(signal.SIGSTOP)
+        time.sleep(LOCK_TTL_S + 1.0)  # longer than a lock lives: a's locks expire, the other replica goes on
+        process.send_signal(signal.SIGCONT)
+
     schedule: list[tuple[float, Callable[[], None]]] = [
-        (0.5, lambda: a.hold_replies(delay_s=0.6, times=None, probability=0.2, jitter=True)),
-        (1.5, lambda: b.hold_replies(after=sha(SAVE_AND_UNLOCK), delay_s=0.6, times=3)),
-        (2.5, lambda: cluster.replicas["a"].process.send_signal(signal.SIGSTOP)),  # freeze replica a
-        (4.0, lambda: cluster.replicas["a"].process.send_signal(signal.SIGCONT)),
-        (4.5, lambda: (a.clear(), b.clear())),
-        (5.0, cluster.redis.pause),
-        (5.8, cluster.redis.resume),
-        (6.5, lambda: a.hold_replies(after=sha(LOCK_AND_READ), delay_s=None, times=2)),
-        (7.0, lambda: b.hold_replies(delay_s=0.5, times=None, probability=0.2, jitter=True)),
-        (9.0, lambda: (a.clear(), b.clear())),
+        (0.5, freeze_replica_a),
+        # Some replies to replica a come late, a few past the deadline.
+        (4.0, lambda: a.hold_replies(delay_s=1.5 * STORE_TIMEOUT_S, times=None, probability=0.15, jitter=True)),
+        # Three of replica b's saves are acknowledged past the deadline (state_unknown), and three of replica
+        # a's saves reach Redis only after their lock expired: they must be refused.
+        (4.0, lambda: b.hold_replies(after=sha(SAVE_AND_UNLOCK), delay_s=1.5 * STORE_TIMEOUT_S, times=3)),
+        (4.0, lambda: a.hold_requests(after=sha(SAVE_AND_UNLOCK), delay_s=LOCK_TTL_S + 0.5, times=3)),
+        (6.0, lambda: (a.clear(), b.clear())),
+        (6.5, cluster.redis.pause),
+        (7.3, cluster.redis.resume),
+        # Two of replica a's lock replies are lost: orphan locks until they expire.
+        (8.0, lambda: a.hold_replies(after=sha(LOCK_AND_READ), delay_s=None, times=2)),
+        (8.5, lambda: b.hold_replies(delay_s=1.5 * STORE_TIMEOUT_S, times=None, probability=0.15, jitter=True)),
+        (10.5, lambda: (a.clear(), b.clear())),
     ]
     started = time.monotonic()
     for at, fault in schedule:
         time.sleep(max(0.0, started + at - time.monotonic()))
         fault()
-    time.sleep(max(0.0, started + 10.0 - time.monotonic()))
+    time.sleep(max(0.0, started + 11.5 - time.monotonic()))
     stop.set()
 
 
@@ -397,8 +409,8 @@ def _starts(history: list[tuple[float, ...]]) -> set[int]:
 
 
 def test_every_session_history_is_serial_and_every_answer_equals_its_replay(cluster: Cluster) -> None:
-    """Two clients per session on six sessions, through both replicas, while replies are delayed and dropped,
-    replica a is frozen and Redis paused. Every 200 answer must be one step of a single serial history per
+    """Two clients per session on six sessions, through both replicas, while replica a is frozen, replies are
+    delayed and dropped, saves reach Redis after their lock expired, and Redis is paused. Every 200 answer must be one step of a single serial history per
     session (no step applied twice, none lost) and equal that history's replay (1e-5)."""
     a, b = cluster.replicas["a"], cluster.replicas["b"]
     sessions = [create(b) for _ in range(6)]
@@ -417,7 +429,9 @@ def test_every_session_history_is_serial_and_every_answer_equals_its_replay(clus
 
     outcomes = Counter((x.status, x.body["error"]["code"] if x.status not in (200, None) else None) for x in log)
     assert set(outcomes) <= ALLOWED, outcomes
-    assert outcomes[(200, None)] >= 60 and outcomes[(503, "state_unknown")] + outcomes[(503, "state_store_unavailable")] >= 1, outcomes
+    # The faults bit: steps were accepted, some saves went unconfirmed, some requests found Redis unavailable.
+    assert outcomes[(200, None)] >= 30 and outcomes[(503, "state_unknown")] >= 1, outcomes
+    assert outcomes[(503, "state_store_unavailable")] >= 1, outcomes
 
     for session_id in sessions:
         attempts = [x for x in log if x.session_id == session_id]
