@@ -14,7 +14,8 @@ MODEL_DIR, then starts three real uvicorn processes (one worker each) on free lo
 and drives each with the same closed-loop ``wrk`` load (one 50-step float sequence per request) at
 1, 8 and 32 connections. Rounds are interleaved (every server at every connection count, then again),
 so slow drifts of this shared machine hit every server alike; each cell reports the median over rounds.
-Then it steps 256 sessions round-robin on lstm-serve, and measures session memory on a fresh process.
+Then it steps 256 sessions round-robin on lstm-serve, with sessions in-process and (when Redis answers at
+``--redis-url``) on a second lstm-serve keeping them in Redis, and measures session memory on a fresh process.
 Results go to stdout and ``bench/results.md``. Every process started here is killed in a ``finally``.
 """
 
@@ -33,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -41,6 +43,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import redis
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results.md"
@@ -54,6 +57,8 @@ JOB_TIMEOUT_S = 300.0
 SEQUENCE = [round(0.8 * math.sin(i / 4.0) + 0.01 * i, 4) for i in range(MAX_LEN)]
 PREDICT_BODY = json.dumps({"sequences": [SEQUENCE]}, separators=(",", ":"))
 STEP_BODY = json.dumps({"values": [0.5]}, separators=(",", ":"))
+STEPS = "lstm-serve steps"
+REDIS_STEPS = "lstm-serve steps (redis)"
 
 # --------------------------------------------------------------------------------------------------
 # wrk scripts. ``done`` prints one JSON line that run.py parses (latencies are in microseconds).
@@ -394,6 +399,22 @@ def step_sessions_once(server: Server, ids: list[str], workers: int = 8) -> None
         list(pool.map(step, [ids[i::workers] for i in range(workers)]))
 
 
+def redis_answers(url: str) -> bool:
+    """Whether a Redis server answers at ``url`` (the Redis rows are skipped otherwise)."""
+    try:
+        return bool(redis.Redis.from_url(url, socket_timeout=2).ping())
+    except redis.RedisError:
+        return False
+
+
+def drop_redis_keys(url: str, prefix: str) -> None:
+    """Remove the benchmark's own keys (its session prefix) from Redis."""
+    client = redis.Redis.from_url(url, socket_timeout=5)
+    keys = list(client.scan_iter(f"{prefix}*", count=1000))
+    for start in range(0, len(keys), 1000):
+        client.delete(*keys[start : start + 1000])
+
+
 def measure_session_memory(model_dir: Path, workdir: Path, count: int) -> dict[str, float]:
     """RSS of a fresh lstm-serve before and after ``count`` sessions created and stepped once each.
 
@@ -490,8 +511,8 @@ def render(
         "|---|---:|---:|---:|---:|---|---:|---|",
     ]
     order = ["lstm-serve", "naive", "null"]
-    for server in order + ["lstm-serve steps"]:
-        conns = step_connections if server == "lstm-serve steps" else connections
+    for server in order + [STEPS, REDIS_STEPS]:
+        conns = step_connections if server in (STEPS, REDIS_STEPS) else connections
         for c in conns:
             cell = cells.get((server, c))
             if cell is None or not cell.runs:
@@ -503,17 +524,34 @@ def render(
               "|---:|---:|---:|---:|"]
     for c in connections:
         ls, nv, nl = (cells.get((s, c)) for s in order)
-        st = cells.get(("lstm-serve steps", c))
+        st = cells.get((STEPS, c))
         lines.append(
             f"| {c} | {ratio(ls.rps, nv.rps) if ls and nv else 'n/a'} | {ratio(ls.rps, nl.rps) if ls and nl else 'n/a'} "
             f"| {ratio(st.rps, ls.rps) if st and st.runs and ls else '-'} |"
         )
     top = max(connections)
-    st, ls = cells.get(("lstm-serve steps", top)), cells.get(("lstm-serve", top))
+    st, ls = cells.get((STEPS, top)), cells.get(("lstm-serve", top))
     if st and st.runs and ls:
         share = st.rps / ls.rps
         verdict = "meets" if share >= 0.70 else "MISSES"
         lines += ["", f"Steps at {top} connections: {share:.0%} of predict throughput ({verdict} the >= 70 % target)."]
+    if any(cells.get((REDIS_STEPS, c)) for c in step_connections):
+        lines += ["", "Session steps with the Redis store against the in-process store (req/s, medians):", "",
+                  "| connections | in-process req/s | Redis req/s | Redis / in-process | Redis p50 ms |", "|---:|---:|---:|---:|---:|"]
+        for c in step_connections:
+            memory_cell, redis_cell = cells.get((STEPS, c)), cells.get((REDIS_STEPS, c))
+            if memory_cell and redis_cell and memory_cell.runs and redis_cell.runs:
+                lines.append(f"| {c} | {memory_cell.rps:,.0f} | {redis_cell.rps:,.0f} | "
+                             f"{redis_cell.rps / memory_cell.rps:.0%} | {redis_cell.p50:.2f} |")
+        top_steps, one = max(step_connections), min(step_connections)
+        memory_cell, redis_cell = cells.get((STEPS, top_steps)), cells.get((REDIS_STEPS, top_steps))
+        if memory_cell and redis_cell:
+            share = redis_cell.rps / memory_cell.rps
+            lines += ["", f"Redis-store steps at {top_steps} connections: {share:.0%} of in-process steps "
+                      f"({'meets' if share >= 0.5 else 'MISSES'} the >= 50 % target)."]
+        if (single := cells.get((REDIS_STEPS, one))) and one == 1:
+            lines += [f"Redis-store steps at 1 connection: p50 {single.p50:.2f} ms "
+                      f"({'meets' if single.p50 <= 0.8 else 'MISSES'} the <= 0.8 ms target)."]
     if memory:
         per = memory["bytes_per_session"]
         verdict = "meets" if per <= 1024 else "MISSES"
@@ -541,6 +579,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1: leave the CPU to the server)")
     parser.add_argument("--sessions", type=int, default=256, help="sessions stepped round-robin (default 256)")
     parser.add_argument("--memory-sessions", type=int, default=10_000, help="sessions for the memory check")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0",
+                        help="Redis for the Redis-store step rows (own key prefix, removed after); skipped if it does not answer")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 s runs, 1 round, 1,000 memory sessions")
     parser.add_argument("--output", type=Path, default=RESULTS, help="Markdown output (default bench/results.md)")
     args = parser.parse_args(argv)
@@ -566,6 +606,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{meta['date']} | {meta['cpu']} x{meta['cores']} | load {meta['load']}", flush=True)
 
     started: list[Server] = []
+    redis_prefix = f"lstm-serve-bench-{uuid.uuid4().hex[:8]}:"
+    use_redis = redis_answers(args.redis_url)
+    if not use_redis:
+        print(f"No Redis at {args.redis_url}: skipping the Redis-store step rows", flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="lstm-serve-bench-"))
     cells: dict[tuple[str, int], Cell] = {}
     memory = None
@@ -591,22 +635,31 @@ def main(argv: list[str] | None = None) -> int:
 
         predict_lua = tmp / "predict.lua"
         predict_lua.write_text(_PREDICT_LUA.replace("@BODY@", PREDICT_BODY))
-        ids = create_sessions(servers["lstm-serve"], args.sessions)
-        ids_lua = tmp / "ids.lua"
-        ids_lua.write_text("return {" + ",".join(json.dumps(i) for i in ids) + "}\n")
-        step_lua = {
-            c: tmp / f"step-{c}.lua" for c in step_connections
-        }
-        for c, path in step_lua.items():
-            path.write_text(
-                _STEP_LUA.replace("@IDS@", str(ids_lua)).replace("@BODY@", STEP_BODY)
-                .replace("@NTHREADS@", str(max(1, min(args.threads, c))))
+        # The session steps: on lstm-serve (in-process store) and on a second one keeping sessions in Redis.
+        steppers = {STEPS: servers["lstm-serve"]}
+        if use_redis:
+            steppers[REDIS_STEPS] = start_lstm_serve(
+                "lstm-serve-redis", model_dir, tmp, SESSION_STORE=args.redis_url, SESSION_KEY_PREFIX=redis_prefix
             )
+            started.append(steppers[REDIS_STEPS])
+            steppers[REDIS_STEPS].wait_ready()
+        step_lua: dict[tuple[str, int], Path] = {}
+        for label, server in steppers.items():
+            ids = create_sessions(server, args.sessions)
+            ids_lua = tmp / f"ids-{len(step_lua)}.lua"
+            ids_lua.write_text("return {" + ",".join(json.dumps(i) for i in ids) + "}\n")
+            for c in step_connections:
+                path = step_lua[(label, c)] = tmp / f"step-{len(step_lua)}.lua"
+                path.write_text(
+                    _STEP_LUA.replace("@IDS@", str(ids_lua)).replace("@BODY@", STEP_BODY)
+                    .replace("@NTHREADS@", str(max(1, min(args.threads, c))))
+                )
 
         # Short warm-up under load (first wrk connections, JIT-ish caches, thread pools).
         for label, server in servers.items():
             run_wrk(wrk, server.url + f"/models/{MODEL_NAME}/predict", predict_lua, 8, 1, args.threads)
-        run_wrk(wrk, servers["lstm-serve"].url, step_lua[step_connections[-1]], step_connections[-1], 1, args.threads)
+        for label, server in steppers.items():
+            run_wrk(wrk, server.url, step_lua[(label, step_connections[-1])], step_connections[-1], 1, args.threads)
 
         for round_no in range(1, args.repeats + 1):
             for c in connections:
@@ -616,12 +669,13 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"  round {round_no} {label:10s} c={c:<3d} {result.rps:9.1f} req/s  p50 {result.p50_ms:7.2f} ms"
                           f"  p99 {result.p99_ms:7.2f} ms  cpu {result.cpu_ms_per_request:6.3f} ms/req  errors {result.status_errors}+{result.socket_errors}", flush=True)
             for c in step_connections:
-                result = run_wrk(wrk, servers["lstm-serve"].url, step_lua[c], c, args.duration, args.threads, servers["lstm-serve"])
-                cells.setdefault(("lstm-serve steps", c), Cell("lstm-serve steps", c)).runs.append(result)
-                print(f"  round {round_no} {'steps':10s} c={c:<3d} {result.rps:9.1f} req/s  p50 {result.p50_ms:7.2f} ms"
-                      f"  p99 {result.p99_ms:7.2f} ms  cpu {result.cpu_ms_per_request:6.3f} ms/req  errors {result.status_errors}+{result.socket_errors}", flush=True)
+                for label, server in steppers.items():
+                    result = run_wrk(wrk, server.url, step_lua[(label, c)], c, args.duration, args.threads, server)
+                    cells.setdefault((label, c), Cell(label, c)).runs.append(result)
+                    print(f"  round {round_no} {label.removeprefix('lstm-serve '):10s} c={c:<3d} {result.rps:9.1f} req/s  p50 {result.p50_ms:7.2f} ms"
+                          f"  p99 {result.p99_ms:7.2f} ms  cpu {result.cpu_ms_per_request:6.3f} ms/req  errors {result.status_errors}+{result.socket_errors}", flush=True)
 
-        for server in servers.values():
+        for server in started:
             server.stop()
         print(f"Session memory: {args.memory_sessions:,} sessions on a fresh lstm-serve ...", flush=True)
         memory = measure_session_memory(model_dir, tmp, args.memory_sessions)
@@ -632,6 +686,8 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as exc:  # noqa: BLE001 - keep stopping the others
                 print(f"could not stop {server.label}: {exc}", file=sys.stderr)
         shutil.rmtree(tmp, ignore_errors=True)
+        if use_redis:
+            drop_redis_keys(args.redis_url, redis_prefix)
 
     report = render(cells, connections, step_connections, memory, meta, probabilities)
     print()

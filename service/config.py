@@ -37,7 +37,9 @@ class Settings(BaseSettings):
         5.0, gt=0, description="Longest a step waits for another step's lock on its session (then 409 session_busy)"
     )
     session_store_timeout_s: float = Field(
-        0.5, gt=0, description="Deadline of each Redis call: pool wait, connect, send and reply (then 503)"
+        0.8, gt=0, description="Deadline of each Redis call: connection wait, connect, send and reply (then 503). "
+        "A request makes at most one call that can stall (the first that does ends it), so 0.8 s answers a "
+        "stalled Redis within 2 s even after a slow lock"
     )
     batch_max_size: int = Field(256, ge=1, description="Most requests merged into one engine call")
     batch_timeout_us: int = Field(0, ge=0, description="Longest a request waits for others to join its batch")

@@ -33,7 +33,9 @@ def store_settings(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
         yield {"session_store": "memory"}
         return
     prefix = f"lstm-serve-test-{uuid.uuid4().hex}:"
-    yield {"session_store": REDIS_URL, "session_key_prefix": prefix}
+    # A generous deadline: these tests check results under concurrency, not deadlines (tests/e2e/test_session_faults.py
+    # does), and 200 concurrent in-process clients on this shared machine can keep the event loop busy past the default.
+    yield {"session_store": REDIS_URL, "session_key_prefix": prefix, "session_store_timeout_s": 5.0}
     client = redis.Redis.from_url(REDIS_URL)
     keys = list(client.scan_iter(f"{prefix}*"))
     if keys:
