@@ -110,7 +110,8 @@ def service_env(model_dir: Path, **overrides: str) -> dict[str, str]:
     """The process environment: this one without any service setting, then the given ones."""
     env = {key: value for key, value in os.environ.items()
            if key.upper() not in {name.upper() for name in Settings.model_fields}}
-    env.update(HOST="127.0.0.1", PORT=str(free_port()), MODEL_DIR=str(model_dir), PYTHONUNBUFFERED="1")
+    # No gRPC unless asked (GRPC_PORT=<free_port()>): replicas on one machine would all bind the default 8001.
+    env.update(HOST="127.0.0.1", PORT=str(free_port()), GRPC_PORT="0", MODEL_DIR=str(model_dir), PYTHONUNBUFFERED="1")
     env.update(overrides)
     return env
 
