@@ -190,30 +190,22 @@ def run_sequence(infer: Callable[..., Any], name: str, values: list[float], sequ
     return [float(r.as_numpy("probability").reshape(-1)[0]) for r in results]
 
 
+@pytest.mark.parametrize("transport", ["http", "grpc"])
 @pytest.mark.parametrize("name", SEQUENCE_MODELS)
-def test_sequence_over_http_equals_keras_stateful_model(
-    served: tuple[ServiceProcess, int], trained_dir: Path, http_client: triton_http.InferenceServerClient, name: str
+def test_sequence_over_unary_calls_equals_keras_stateful_model(
+    served: tuple[ServiceProcess, int], trained_dir: Path, request: pytest.FixtureRequest, transport: str, name: str
 ) -> None:
+    module = triton_http if transport == "http" else triton_grpc
+    client = request.getfixturevalue(f"{transport}_client")
     values, expected = sequence_case(served, trained_dir, name, seed=31)
 
     def infer(model: str, value: float, **sequence: Any) -> Any:
-        return http_client.infer(model, [step_tensor(triton_http, model, value)], **sequence)
+        return client.infer(model, [step_tensor(module, model, value)], **sequence)
 
-    np.testing.assert_allclose(run_sequence(infer, name, values, 1001), expected, atol=1e-5)
+    sequence_id = 1001 if transport == "http" else "grpc-seq"  # integer and string ids
+    np.testing.assert_allclose(run_sequence(infer, name, values, sequence_id), expected, atol=1e-5)
     with pytest.raises(InferenceServerException, match="START"):  # the end closed it
-        infer(name, values[0], sequence_id=1001)
-
-
-@pytest.mark.parametrize("name", SEQUENCE_MODELS)
-def test_sequence_over_grpc_equals_keras_stateful_model(
-    served: tuple[ServiceProcess, int], trained_dir: Path, grpc_client: triton_grpc.InferenceServerClient, name: str
-) -> None:
-    values, expected = sequence_case(served, trained_dir, name, seed=32)
-
-    def infer(model: str, value: float, **sequence: Any) -> Any:
-        return grpc_client.infer(model, [step_tensor(triton_grpc, model, value)], **sequence)
-
-    np.testing.assert_allclose(run_sequence(infer, name, values, "grpc-seq"), expected, atol=1e-5)
+        infer(name, values[0], sequence_id=sequence_id)
 
 
 @pytest.mark.parametrize("name", SEQUENCE_MODELS)

@@ -59,21 +59,24 @@ def docs_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServicePr
         service.kill()
 
 
+def offline_dom(service: ServiceProcess, page: str, profile: Path) -> str:
+    """The page's DOM after its scripts ran in Chromium with no network but the service."""
+    html = service.http.get(page).text
+    assert not re.findall(r'(?:src|href)="https?://', html), "the page loads something from another host"
+    dom = chromium(find_chromium(), profile, NO_NETWORK, RENDER_BUDGET, "--dump-dom", f"{service.url}{page}")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    return dom.stdout
+
+
 @pytest.mark.e2e
 def test_swagger_ui_renders_every_operation_offline(docs_service: ServiceProcess, tmp_path: Path) -> None:
-    page = docs_service.http.get("/docs").text
-    assert not re.findall(r'(?:src|href)="https?://', page), "the page loads something from another host"
-    dom = chromium(find_chromium(), tmp_path / "profile", NO_NETWORK, RENDER_BUDGET, "--dump-dom", f"{docs_service.url}/docs")
-    assert dom.returncode == 0, dom.stderr[-2000:]
-    rendered = set(re.findall(r'class="opblock-summary-path" data-path="([^"]+)"', dom.stdout))
+    dom = offline_dom(docs_service, "/docs", tmp_path / "profile")
+    rendered = set(re.findall(r'class="opblock-summary-path" data-path="([^"]+)"', dom))
     assert rendered == {path for _, path in openapi_routes(tmp_path)}
 
 
 @pytest.mark.e2e
 def test_redoc_renders_the_operations_offline(docs_service: ServiceProcess, tmp_path: Path) -> None:
-    page = docs_service.http.get("/redoc").text
-    assert not re.findall(r'(?:src|href)="https?://', page), "the page loads something from another host"
-    dom = chromium(find_chromium(), tmp_path / "profile", NO_NETWORK, RENDER_BUDGET, "--dump-dom", f"{docs_service.url}/redoc")
-    assert dom.returncode == 0, dom.stderr[-2000:]
+    dom = offline_dom(docs_service, "/redoc", tmp_path / "profile")
     for summary in ("Predict", "Step Session", "Infer Version", "Model Status", "Compare"):
-        assert f">{summary}<" in dom.stdout, summary
+        assert f">{summary}<" in dom, summary
