@@ -308,3 +308,12 @@ def test_grpc_auth_follows_api_key_all(app_client: Callable[..., Any], trained_d
             assert call(headers={"authorization": "Bearer s3cret"}) is not None
     finally:
         client.close()
+
+
+def test_a_taken_grpc_port_stops_the_start(app_client: Callable[..., Any], tmp_path: Path) -> None:
+    """A second service on the same GRPC_PORT fails to start rather than share the port (SO_REUSEPORT is off)."""
+    port = free_port()
+    first = app_client(tmp_path / "a", grpc_port=port)
+    assert first.get("/v2/health/live").json() == {"live": True}
+    with pytest.raises(RuntimeError, match=f"bind to address 127.0.0.1:{port}"):
+        app_client(tmp_path / "b", grpc_port=port)

@@ -125,11 +125,14 @@ class GrpcServer:
 
     def __init__(self, plane: V2DataPlane, settings: Settings) -> None:
         self.address = f"{settings.host}:{settings.grpc_port}"
-        # The same body limit as HTTP (MAX_BODY_BYTES): grpc answers RESOURCE_EXHAUSTED past it.
         self._server = grpc.aio.server(
             options=[
+                # The same body limit as HTTP (MAX_BODY_BYTES): grpc answers RESOURCE_EXHAUSTED past it.
                 ("grpc.max_receive_message_length", settings.max_body_bytes),
                 ("grpc.max_send_message_length", settings.max_body_bytes),
+                # grpc shares a port between processes by default (SO_REUSEPORT): a second service started on
+                # a taken GRPC_PORT would silently get half of another's calls. Refuse to start instead.
+                ("grpc.so_reuseport", 0),
             ]
         )
         service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(plane, settings), self._server)
