@@ -15,8 +15,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import aiohttp
 import grpc
-import httpx
 import numpy as np
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
@@ -80,11 +80,6 @@ def probability_of_grpc(response: pb.ModelInferResponse) -> float:
     return float(np.frombuffer(response.raw_output_contents[0], "<f4")[0])
 
 
-def probability_of_http(response: httpx.Response) -> float:
-    length = int(response.headers["inference-header-content-length"])
-    return float(np.frombuffer(response.content[length : length + 4], "<f4")[0])
-
-
 async def grpc_load(address: str, model: str, sequence: list[float], concurrency: int, duration: float) -> tuple[LoadResult, float]:
     """Load over one gRPC channel (HTTP/2 multiplexes the concurrent calls); also the probability answered."""
     request = grpc_request(model, sequence)
@@ -99,18 +94,25 @@ async def grpc_load(address: str, model: str, sequence: list[float], concurrency
 
 
 async def http_load(url: str, model: str, sequence: list[float], concurrency: int, duration: float) -> tuple[LoadResult, float]:
-    """Load over ``concurrency`` keep-alive HTTP/1.1 connections; also the probability answered."""
+    """Load over ``concurrency`` keep-alive HTTP/1.1 connections; also the probability answered.
+
+    aiohttp, not httpx: httpx writes the headers and the body separately without TCP_NODELAY, and Nagle's
+    algorithm then holds every body for the server's delayed ACK (measured: 40 ms per request)."""
     body, headers = http_request(sequence)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30.0) as client:
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(url, connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as client:
         path = f"/v2/models/{model}/infer"
-        first = await client.post(path, content=body, headers=headers)
-        first.raise_for_status()
+        async with client.post(path, data=body, headers=headers) as first:
+            first.raise_for_status()
+            length = int(first.headers["inference-header-content-length"])
+            probability = float(np.frombuffer((await first.read())[length : length + 4], "<f4")[0])
 
         async def call() -> None:
-            (await client.post(path, content=body, headers=headers)).raise_for_status()
+            async with client.post(path, data=body, headers=headers) as response:
+                response.raise_for_status()
+                await response.read()
 
-        return await _drive(call, concurrency, duration), probability_of_http(first)
+        return await _drive(call, concurrency, duration), probability
 
 
 def run(kind: str, target: str, model: str, sequence: list[float], concurrency: int, duration: float) -> tuple[LoadResult, float]:
