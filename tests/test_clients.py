@@ -11,6 +11,7 @@ import json
 import queue
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import redis
 import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton_http
 from tritonclient.utils import InferenceServerException
@@ -30,6 +32,7 @@ from tests.test_sessions import keras_stateful_probabilities
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 SEQUENCE_MODELS = ["m-stateful", "m-emb"]
+REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 @pytest.fixture(scope="module")
@@ -317,3 +320,43 @@ def test_a_taken_grpc_port_stops_the_start(app_client: Callable[..., Any], tmp_p
     assert first.get("/v2/health/live").json() == {"live": True}
     with pytest.raises(RuntimeError, match=f"bind to address 127.0.0.1:{port}"):
         app_client(tmp_path / "b", grpc_port=port)
+
+
+def test_sequence_continues_across_replicas_through_redis(trained_dir: Path, tmp_path: Path) -> None:
+    """A Triton sequence lives in the configured session store: started over HTTP on one replica, continued over
+    gRPC on the other, alternating, it still equals the Keras stateful model; its end on one closes it for both."""
+    start, started = process_factory(tmp_path)
+    prefix = f"lstm-serve-clients-{uuid.uuid4().hex}:"
+    shared = {"SESSION_STORE": REDIS_URL, "SESSION_KEY_PREFIX": prefix, "DEMO_MODEL": "false", "LOG_LEVEL": "warning"}
+    ports = [free_port(), free_port()]
+    try:
+        replicas = [start(trained_dir, f"replica-{i}", GRPC_PORT=str(port), **shared) for i, port in enumerate(ports)]
+        for replica in replicas:
+            replica.wait_ready()
+        meta = replicas[0].http.get("/models/m-stateful").json()
+        values = sample_sequences("m-stateful", [meta["max_len"]], seed=61)[0]
+        expected = keras_stateful_probabilities(trained_dir, meta, values)
+        http = triton_http.InferenceServerClient(replicas[0].url.removeprefix("http://"))
+        grpc = triton_grpc.InferenceServerClient(f"127.0.0.1:{ports[1]}")
+        try:
+            last = len(values) - 1
+            stepped = []
+            for t, value in enumerate(values):  # even steps over HTTP to replica 0, odd ones over gRPC to replica 1
+                client, module = (http, triton_http) if t % 2 == 0 else (grpc, triton_grpc)
+                result = client.infer("m-stateful", [step_tensor(module, "m-stateful", value)], sequence_id=3003,
+                                      sequence_start=t == 0, sequence_end=t == last)
+                stepped.append(float(result.as_numpy("probability").reshape(-1)[0]))
+            np.testing.assert_allclose(stepped, expected, atol=1e-5)
+            for client, module in ((http, triton_http), (grpc, triton_grpc)):
+                with pytest.raises(InferenceServerException, match="START"):
+                    client.infer("m-stateful", [step_tensor(module, "m-stateful", 0.5)], sequence_id=3003)
+        finally:
+            http.close()
+            grpc.close()
+    finally:
+        for process in started:
+            process.kill()
+        store = redis.Redis.from_url(REDIS_URL)
+        keys = list(store.scan_iter(f"{prefix}*"))
+        if keys:
+            store.delete(*keys)

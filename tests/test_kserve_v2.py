@@ -8,6 +8,7 @@ probability must equal what ``/models/{name}/predict`` answers for the same sequ
 
 import json
 import struct
+import time
 from typing import Any
 
 import numpy as np
@@ -295,3 +296,11 @@ def test_v2_sequence_request_carries_one_sequence(trained: TestClient) -> None:
     tensor = v2_input("m-lstm", [[0.1, 0.2], [0.3, 0.4]])
     body = {"inputs": [tensor], "parameters": {"sequence_id": 10, "sequence_start": True}}
     assert_error(trained.post("/v2/models/m-lstm/infer", json=body), 400, "batch 1")
+
+
+def test_v2_sequence_idles_out_after_the_session_ttl(app_client: Any, trained_dir: Any) -> None:
+    client = app_client(trained_dir, session_ttl_s=1)
+    assert sequence_infer(client, "m-lstm", [0.1], sequence_id=12, sequence_start=True).status_code == 200
+    assert sequence_infer(client, "m-lstm", [0.2], sequence_id=12).status_code == 200  # within the TTL: continues
+    time.sleep(1.5)
+    assert_error(sequence_infer(client, "m-lstm", [0.3], sequence_id=12), 400, "sequence 12", "START")
