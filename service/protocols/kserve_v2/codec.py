@@ -112,6 +112,21 @@ def sequence_of(parameters: Mapping[str, Any]) -> SequenceControl | None:
     return SequenceControl(sequence_id, start, end)
 
 
+def split_binary(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
+    """The JSON part and the binary section of a body under the binary tensor data extension."""
+    if header_length is None:
+        return body, b""
+    if not header_length.isdigit() or int(header_length) > len(body):
+        raise InvalidInput(
+            f"{HEADER_LENGTH}: expected the byte length of the JSON part (at most the body's {len(body)} bytes), "
+            f"got '{header_length}'.",
+            field=HEADER_LENGTH,
+            expected=f"an integer <= {len(body)}",
+            got=header_length,
+        )
+    return body[: int(header_length)], body[int(header_length) :]
+
+
 def call_from_http(model: str, version: int | None, body: V2InferRequest, binary: bytes) -> InferCall:
     """An HTTP request: the JSON part, and the binary section after it (empty without the extension)."""
     inputs = []

@@ -9,10 +9,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from models.errors import InvalidInput
 from service.deps import ModelName, V2Dep
 from service.protocols.common import Version
-from service.protocols.kserve_v2.codec import HEADER_LENGTH, call_from_http, http_response
+from service.protocols.kserve_v2.codec import HEADER_LENGTH, call_from_http, http_response, split_binary
 from service.protocols.kserve_v2.errors import render_error
 from service.protocols.kserve_v2.schemas import (
     V2Error,
@@ -28,21 +27,6 @@ from service.protocols.routing import ProtocolRoute, json_request
 
 #: Where ``V2Route`` leaves the binary section of a request (the bytes after the JSON part).
 _BINARY_SECTION = "lstm_serve.v2_binary"
-
-
-def split_binary(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
-    """The JSON part and the binary section of a body under the binary tensor data extension."""
-    if header_length is None:
-        return body, b""
-    if not header_length.isdigit() or int(header_length) > len(body):
-        raise InvalidInput(
-            f"{HEADER_LENGTH}: expected the byte length of the JSON part (at most the body's {len(body)} bytes), "
-            f"got '{header_length}'.",
-            field=HEADER_LENGTH,
-            expected=f"an integer <= {len(body)}",
-            got=header_length,
-        )
-    return body[: int(header_length)], body[int(header_length) :]
 
 
 class V2Route(ProtocolRoute):
