@@ -50,7 +50,9 @@ async def binary_section(request: Request) -> bytes:
 
 BinarySection = Annotated[bytes, Depends(binary_section)]
 
-_ERRORS = {400: {"model": V2Error}, 404: {"model": V2Error}}
+#: Every V2 route may answer these, in the V2 error format (401 with API_KEY_ALL, 413 past MAX_BODY_BYTES; 409,
+#: 429 and 503 from Triton sequences: a bidirectional model, MAX_SESSIONS, the session store).
+_ERRORS = {status: {"model": V2Error} for status in (400, 401, 404, 409, 413, 429, 503)}
 _INFER = {
     "response_model": V2InferResponse,
     "response_model_exclude_none": True,

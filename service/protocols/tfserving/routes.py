@@ -42,7 +42,8 @@ router = APIRouter(
     prefix="/v1/models",
     tags=["tf-serving"],
     route_class=TfServingRoute,
-    responses={400: {"model": TfError}, 404: {"model": TfError}},
+    # 401 with API_KEY_ALL, 413 past MAX_BODY_BYTES: in TF Serving's error format like the others.
+    responses={status: {"model": TfError} for status in (400, 401, 404, 413)},
 )
 
 
