@@ -53,9 +53,16 @@ def ensure_venv(name: str, cache: Path = DEFAULT_CACHE) -> Path:
         shutil.rmtree(target)  # left by an interrupted install
     print(f"Creating the {name} environment in {target} (first use; a few minutes) ...", flush=True)
     target.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "-m", "venv", str(target)], check=True)
+    _run([sys.executable, "-m", "venv", str(target)])
     pip = [str(python), "-m", "pip", "--disable-pip-version-check", "--quiet"]
-    subprocess.run([*pip, "install", "--no-deps", "-r", str(requirements_file(name))], check=True)
-    subprocess.run([*pip, "check"], check=True)
+    _run([*pip, "install", "--no-deps", "-r", str(requirements_file(name))])
+    _run([*pip, "check"])
     (target / _MARKER).write_text(requirements_file(name).read_text())
     return python
+
+
+def _run(argv: list[str]) -> None:
+    """Run a set-up step quietly; its whole output goes into the error when it fails."""
+    done = subprocess.run(argv, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
