@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -232,6 +233,15 @@ def _signal_tree(root: int, signum: int) -> None:
             os.kill(pid, signum)
         except ProcessLookupError:
             pass
+
+
+def stop_all(servers: Iterable[Server]) -> None:
+    """Stop every server; a failure is reported, not raised, so the others still stop."""
+    for server in servers:
+        try:
+            server.stop()
+        except Exception as exc:  # noqa: BLE001 - keep stopping the others
+            print(f"could not stop {server.label}: {exc}", file=sys.stderr)
 
 
 def base_env(**extra: str) -> dict[str, str]:
@@ -534,6 +544,14 @@ def git_revision() -> str:
     return f"{head} + {len(dirty)} uncommitted file(s) in service/ and models/" if dirty else f"{head} (clean service/ and models/)"
 
 
+def publish(report: str, output: Path) -> None:
+    """Print the Markdown report and write it to ``output``."""
+    print()
+    print(report)
+    output.write_text(report)
+    print(f"(written to {output})")
+
+
 def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}x" if b else "n/a"
 
@@ -742,18 +760,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Session memory: {args.memory_sessions:,} sessions on a fresh lstm-serve ...", flush=True)
         memory = measure_session_memory(model_dir, tmp, args.memory_sessions)
     finally:
-        for server in started:
-            try:
-                server.stop()
-            except Exception as exc:  # noqa: BLE001 - keep stopping the others
-                print(f"could not stop {server.label}: {exc}", file=sys.stderr)
+        stop_all(started)
         shutil.rmtree(tmp, ignore_errors=True)
 
-    report = render(cells, connections, step_connections, memory, meta, probabilities)
-    print()
-    print(report)
-    args.output.write_text(report)
-    print(f"(written to {args.output})")
+    publish(render(cells, connections, step_connections, memory, meta, probabilities), args.output)
     return 0
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import shutil
-import sys
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -27,7 +26,8 @@ from bench.peers.contenders import Contender, Launch, contenders
 from bench.peers.report import render_peers
 from bench.peers.venvs import DEFAULT_CACHE, ensure_venv
 from bench.run import (
-    ROOT, SEQUENCE, Cell, Server, WrkResult, collect_meta, ensure_wrk, run_wrk, train_model, write_predict_script,
+    ROOT, SEQUENCE, Cell, Server, WrkResult, collect_meta, ensure_wrk, publish, run_wrk, stop_all, train_model,
+    write_predict_script,
 )
 
 PEER_RESULTS = ROOT / "bench" / "results-peers.md"
@@ -134,17 +134,9 @@ def run_peers(args: argparse.Namespace) -> int:
                         flush=True,
                     )
     finally:
-        for server in servers.values():
-            try:
-                server.stop()
-            except Exception as exc:  # noqa: BLE001 - keep stopping the others
-                print(f"could not stop {server.label}: {exc}", file=sys.stderr)
+        stop_all(servers.values())
         shutil.rmtree(tmp, ignore_errors=True)
 
-    report = render_peers(cells, roster, connections, meta, expected, answers)
-    print()
-    print(report)
-    output.write_text(report)
-    print(f"(written to {output})")
+    publish(render_peers(cells, roster, connections, meta, expected, answers), output)
     return 0
 
