@@ -133,7 +133,7 @@ def contenders() -> list[Contender]:
             f"`floors.py:fastapi_app` (FastAPI {fastapi}): a route awaits the body, answers a constant",
         ),
         Contender(
-            "**lstm-serve** (`LOG_LEVEL=warning`)", "lstm-serve", None, _PREDICT, _OURS, _lstm_serve_answer,
+            "lstm-serve (`LOG_LEVEL=warning`)", "lstm-serve", None, _PREDICT, _OURS, _lstm_serve_answer,
             "/health/ready", _lstm_serve("warning"),
             "`python -m service`, access log off (as `bench/run.py` runs it)",
         ),

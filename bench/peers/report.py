@@ -42,7 +42,8 @@ def summary_table(cells: Cells, contenders: list[Contender], connections: list[i
             f"{at_high.cpu_ms:.3f}" if at_high else "-",
             str(errors),
         ]
-        lines.append(f"| {contender.label} | " + " | ".join(values) + " |")
+        name = f"**{contender.label}**" if contender.kind == "lstm-serve" else contender.label
+        lines.append(f"| {name} | " + " | ".join(values) + " |")
     return lines
 
 
@@ -51,7 +52,7 @@ def ratio_table(cells: Cells, contenders: list[Contender], connections: list[int
     ours = [c for c in contenders if c.kind == "lstm-serve"]
     lines = [
         "| connections | best peer | its req/s | "
-        + " | ".join(f"{_plain(o.label)} / best peer, req/s | CPU/req" for o in ours) + " |",
+        + " | ".join(f"{o.label} / best peer, req/s | CPU/req" for o in ours) + " |",
         "| ---: | --- | ---: |" + " ---: | ---: |" * len(ours),
     ]
     for c in connections:
@@ -63,7 +64,7 @@ def ratio_table(cells: Cells, contenders: list[Contender], connections: list[int
         for o in ours:
             cell = _cell(cells, o, c)
             values += [ratio(cell.rps, top.rps), ratio(cell.cpu_ms, top.cpu_ms)] if cell else ["-", "-"]
-        lines.append(f"| {c} | {_plain(best.label)} | {top.rps:,.0f} | " + " | ".join(values) + " |")
+        lines.append(f"| {c} | {best.label} | {top.rps:,.0f} | " + " | ".join(values) + " |")
     return lines
 
 
@@ -88,7 +89,7 @@ def render_peers(
         f"- Model: `lstm`, units {UNITS}, max_len {MAX_LEN}, trained through lstm-serve's API; the peers run "
         "the `predict.onnx` lstm-serve exported (onnxruntime, 1 intra-op thread). One sequence per request",
         "- Servers:",
-        *(f"  - {_plain(c.label)}: {c.setup}; `POST {c.path}` `{_abridged(c.body_json)}`" for c in contenders),
+        *(f"  - {c.label}: {c.setup}; `POST {c.path}` `{_abridged(c.body_json)}`" for c in contenders),
         "",
         *summary_table(cells, contenders, connections),
         "",
@@ -101,12 +102,12 @@ def render_peers(
         "",
         *TABLE_HEADER,
         *(
-            table_row(_plain(c.label), n, cells[(c.label, n)])
+            table_row(c.label, n, cells[(c.label, n)])
             for c in contenders for n in connections if _cell(cells, c, n)
         ),
     ]
     if reference is not None:
-        shown = ", ".join(f"{_plain(label)} {p:.7f}" for label, p in answers.items())
+        shown = ", ".join(f"{label} {p:.7f}" for label, p in answers.items())
         worst = max((abs(p - reference) for p in answers.values()), default=0.0)
         lines += [
             "",
@@ -123,10 +124,6 @@ def _cell(cells: Cells, contender: Contender, connections: int) -> Cell | None:
 
 def _error_count(cell: Cell) -> int:
     return sum(r.status_errors + r.socket_errors for r in cell.runs)
-
-
-def _plain(label: str) -> str:
-    return label.replace("**", "")
 
 
 def _abridged(body: str) -> str:

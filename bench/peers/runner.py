@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import shutil
 import tempfile
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 from bench.peers.contenders import Contender, Launch, contenders
@@ -37,6 +38,7 @@ WARM_UP_S = 2.0
 
 def keras_probability(keras_path: Path, sequence: list[float]) -> float:
     """The Keras model's probability for ``sequence`` (runs in a child process: see ``reference``)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter, as in base_env
     import keras
     import numpy as np
 
@@ -96,7 +98,9 @@ def run_peers(args: argparse.Namespace) -> int:
     output = args.output or PEER_RESULTS
     wrk = ensure_wrk()
     roster = contenders()
-    pythons = {name: ensure_venv(name, args.venv_cache or DEFAULT_CACHE) for name in sorted({c.venv for c in roster if c.venv})}
+    names = sorted({c.venv for c in roster if c.venv})
+    with ThreadPoolExecutor(len(names)) as pool:  # downloads and unpacking: mostly waiting, so side by side
+        pythons = dict(zip(names, pool.map(lambda name: ensure_venv(name, args.venv_cache or DEFAULT_CACHE), names)))
     meta = collect_meta(wrk, args.duration, args.repeats)
     print(f"{meta['date']} | {meta['cpu']} x{meta['cores']} | load {meta['load']}", flush=True)
 
