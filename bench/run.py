@@ -80,6 +80,7 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.body = [==[@BODY@]==]
 """ + _WRK_DONE
 
+
 def write_predict_script(path: Path, body: str) -> Path:
     """A wrk script at ``path`` that POSTs ``body`` (JSON) on every request; returns ``path``."""
     path.write_text(_PREDICT_LUA.replace("@BODY@", body))
@@ -211,7 +212,7 @@ def _stat_fields(pid: int) -> list[str]:
 
 
 def process_tree(root: int) -> list[int]:
-    """``root`` and its live descendants (children first found through the parent ids in /proc)."""
+    """``root`` first, then its live descendants, found through the parent ids in /proc."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
