@@ -221,10 +221,11 @@ class RedisJobQueue:
         self.records.admit(job, order, self.max_queued)
         try:
             self.queue.enqueue_call(
-                self._task, args=(job.job_id,), job_id=f"{self.records.prefix}{job.job_id}",
+                self._task, args=(job.job_id,), job_id=job.job_id,
                 timeout=-1, result_ttl=0, failure_ttl=_RQ_FAILURE_TTL_S,
             )
-        except redis.RedisError:
+        except Exception:
+            # Recorded but not queued: fail the record so it does not hold a place under the cap forever.
             self.records.change(job.job_id, {"queued"}, status="failed", finished_at=_now(),
                                 error={"code": "queue_unavailable", "message": "The job could not be queued."})
             raise
