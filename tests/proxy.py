@@ -48,8 +48,11 @@ class RoundRobinProxy:
     async def _handle(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         backend = next(self._next)
         self.connections[backend] += 1
-        backend_reader, backend_writer = await asyncio.open_connection("127.0.0.1", backend)
-        await asyncio.gather(_pipe(client_reader, backend_writer), _pipe(backend_reader, client_writer))
+        try:
+            backend_reader, backend_writer = await asyncio.open_connection("127.0.0.1", backend)
+            await asyncio.gather(_pipe(client_reader, backend_writer), _pipe(backend_reader, client_writer))
+        except asyncio.CancelledError:  # the proxy is closing: drop the connection quietly
+            client_writer.close()
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
