@@ -20,6 +20,8 @@ import pytest
 import redis
 
 from tests.process import ServiceProcess, WorkerProcess, process_factory, service_env
+from tests.test_jobs import submit as submit_job
+from tests.test_jobs import wait_until
 from tests.proxy import RoundRobinProxy
 
 pytestmark = pytest.mark.e2e
@@ -86,21 +88,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 
 def submit(api: ServiceProcess, name: str, body: dict[str, Any]) -> str:
-    response = api.http.post(f"/models/{name}/train", json=body)
-    assert response.status_code == 202, response.text
-    assert response.json()["status"] == "queued"
-    return response.json()["job_id"]
+    return submit_job(api.http, name, **body)
 
 
 def wait_for(api: ServiceProcess, job_id: str, done: Any, timeout: float = 120.0) -> dict[str, Any]:
-    """Poll ``GET /jobs/{id}`` on ``api`` until ``done(job)``; return that record."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = api.http.get(f"/jobs/{job_id}").json()
-        if done(job):
-            return job
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id}: condition not met in {timeout} s; last {job}")
+    return wait_until(api.http, job_id, done, timeout)
 
 
 def versions_on_disk(model_dir: Path, name: str) -> list[str]:
