@@ -168,6 +168,7 @@ def test_ctrl_c_cancels_the_training_job(service: ServiceProcess) -> None:
     ("command", "listed", "absent"),
     [
         ("serve", ["--host", "--port", "--model-dir"], ["--url", "--api-key"]),
+        ("worker", [], ["--url", "--api-key"]),
         ("predict", ["--url", "--api-key", "--sequences"], ["--host", "--model-dir"]),
         ("models", ["--url", "--api-key", "--json"], ["--host", "--port"]),
     ],
