@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import redis
 
 from service.config import Settings
 from tests.test_deploy import WORKER_COMMAND, dockerfile_cmd
@@ -150,3 +151,11 @@ def process_factory(workdir: Path) -> tuple[Start, list[ServiceProcess]]:
         return service
 
     return start, started
+
+
+def drop_redis_keys(url: str, prefix: str) -> None:
+    """Delete the keys a test's processes wrote under their own ``SESSION_KEY_PREFIX`` (and nobody else's)."""
+    client = redis.Redis.from_url(url)
+    keys = list(client.scan_iter(f"{prefix}*"))
+    if keys:
+        client.delete(*keys)

@@ -19,13 +19,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-import redis
 import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton_http
 from tritonclient.utils import InferenceServerException
 
 from tests.conftest import TRAINED
-from tests.process import ServiceProcess, free_port, process_factory
+from tests.process import ServiceProcess, drop_redis_keys, free_port, process_factory
 from tests.test_predict import MAX_LEN, TOKEN_NAMES, sample_sequences
 from tests.test_sessions import keras_stateful_probabilities
 
@@ -356,7 +355,4 @@ def test_sequence_continues_across_replicas_through_redis(trained_dir: Path, tmp
     finally:
         for process in started:
             process.kill()
-        store = redis.Redis.from_url(REDIS_URL)
-        keys = list(store.scan_iter(f"{prefix}*"))
-        if keys:
-            store.delete(*keys)
+        drop_redis_keys(REDIS_URL, prefix)
