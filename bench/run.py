@@ -15,6 +15,8 @@ and drives each with the same closed-loop ``wrk`` load (one 50-step float sequen
 1, 8 and 32 connections. Rounds are interleaved (every server at every connection count, then again),
 so slow drifts of this shared machine hit every server alike; each cell reports the median over rounds.
 Then it steps 256 sessions round-robin on lstm-serve, and measures session memory on a fresh process.
+KServe V2 inference is measured over gRPC beside HTTP on the same lstm-serve process (``bench.v2_load``:
+one asyncio Python client for both, since wrk speaks no gRPC; compare them by server CPU per request).
 Results go to stdout and ``bench/results.md``. Every process started here is killed in a ``finally``.
 
 ``--peers`` runs the peer benchmark instead (``bench/peers/runner.py``): the same model and load against
@@ -45,6 +47,10 @@ from typing import Any
 
 import httpx
 import numpy as np
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench import v2_load  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results.md"
@@ -255,10 +261,11 @@ def base_env(**extra: str) -> dict[str, str]:
 def start_lstm_serve(
     label: str, model_dir: Path, workdir: Path, log_level: str | None = "warning", **extra: str
 ) -> Server:
-    """``python -m service`` on ``model_dir``; ``log_level=None`` leaves the service's default logging."""
+    """``python -m service`` on ``model_dir``; ``log_level=None`` leaves the service's default logging. gRPC only
+    when ``GRPC_PORT`` is given (the default 8001 may be taken on this machine)."""
     env = base_env(
         HOST="127.0.0.1", PORT=str(free_port()), MODEL_DIR=str(model_dir), DEMO_MODEL="false",
-        SESSION_STORE="memory", **extra,
+        SESSION_STORE="memory", **{"GRPC_PORT": "0", **extra},
     )
     if log_level is None:
         env.pop("LOG_LEVEL", None)
@@ -387,6 +394,9 @@ class Cell:
         return f"{min(values):.0f}-{max(values):.0f}" if len(values) > 1 else "-"
 
 
+#: Table rows of the V2 infer loads, by transport.
+V2_ROWS = {"http": "lstm-serve v2 http", "grpc": "lstm-serve v2 grpc"}
+
 # --------------------------------------------------------------------------------------------------
 # Steps of the benchmark
 
@@ -431,6 +441,26 @@ def train_model(model_dir: Path, workdir: Path) -> Path:
             raise RuntimeError(f"no model.keras under {model_dir / MODEL_NAME}")
         path = found[-1]
     return path
+
+
+def run_v2(kind: str, server: Server, grpc_port: int, connections: int, duration: float) -> WrkResult:
+    """One V2 infer load (``grpc`` or ``http``) on lstm-serve, as a ``WrkResult`` row with the server's CPU per request."""
+    target = f"127.0.0.1:{grpc_port}" if kind == "grpc" else server.url
+    cpu_before = server.cpu_seconds()
+    load, probability = v2_load.run(kind, target, MODEL_NAME, SEQUENCE, connections, duration)
+    cpu = server.cpu_seconds() - cpu_before
+    if not math.isfinite(probability) or not 0.0 <= probability <= 1.0:
+        raise RuntimeError(f"V2 {kind} answered {probability}")
+    return WrkResult(
+        rps=load.rps,
+        p50_ms=load.percentile(50),
+        p99_ms=load.percentile(99),
+        requests=load.requests,
+        status_errors=load.errors,
+        socket_errors=0,
+        cpu_ms_per_request=cpu * 1000.0 / load.requests if load.requests else float("nan"),
+        raw={"probability": probability},
+    )
 
 
 def check_predict_servers(servers: dict[str, Server]) -> dict[str, float]:
@@ -620,7 +650,7 @@ def render(
         *TABLE_HEADER,
     ]
     order = ["lstm-serve", "naive", "null"]
-    for server in order + ["lstm-serve steps"]:
+    for server in order + ["lstm-serve steps"] + list(V2_ROWS.values()):
         conns = step_connections if server == "lstm-serve steps" else connections
         for c in conns:
             cell = cells.get((server, c))
@@ -642,6 +672,14 @@ def render(
         share = st.rps / ls.rps
         verdict = "meets" if share >= 0.70 else "MISSES"
         lines += ["", f"Steps at {top} connections: {share:.0%} of predict throughput ({verdict} the >= 70 % target)."]
+    v2 = [(c, cells.get((V2_ROWS["http"], c)), cells.get((V2_ROWS["grpc"], c))) for c in connections]
+    if any(h and g and h.runs and g.runs for _, h, g in v2):
+        lines += ["", "KServe V2 infer, gRPC beside HTTP (binary tensors, the same Python asyncio client for both; "
+                  "the client caps req/s, so server CPU per request is the fairer comparison):", "",
+                  "| concurrency | gRPC / HTTP req/s | server CPU ms/req HTTP | gRPC |", "|---:|---:|---:|---:|"]
+        for c, h, g in v2:
+            if h and g and h.runs and g.runs:
+                lines.append(f"| {c} | {ratio(g.rps, h.rps)} | {h.cpu_ms:.3f} | {g.cpu_ms:.3f} |")
     if memory:
         per = memory["bytes_per_session"]
         verdict = "meets" if per <= 1024 else "MISSES"
@@ -713,8 +751,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  model file: {keras_path}", flush=True)
 
         servers: dict[str, Server] = {}
+        grpc_port = free_port()
         for label, start in (
-            ("lstm-serve", lambda: start_lstm_serve("lstm-serve", model_dir, tmp)),
+            ("lstm-serve", lambda: start_lstm_serve("lstm-serve", model_dir, tmp, GRPC_PORT=str(grpc_port))),
             ("naive", lambda: start_uvicorn("naive", "bench.naive_server:app", tmp, BENCH_MODEL_PATH=str(keras_path))),
             ("null", lambda: start_uvicorn("null", "bench.null_server:app", tmp)),
         ):
@@ -750,6 +789,12 @@ def main(argv: list[str] | None = None) -> int:
                     cells.setdefault((label, c), Cell(label, c)).runs.append(result)
                     print(f"  round {round_no} {label:10s} c={c:<3d} {result.rps:9.1f} req/s  p50 {result.p50_ms:7.2f} ms"
                           f"  p99 {result.p99_ms:7.2f} ms  cpu {result.cpu_ms_per_request:6.3f} ms/req  errors {result.status_errors}+{result.socket_errors}", flush=True)
+            for c in connections:
+                for kind, row in V2_ROWS.items():
+                    result = run_v2(kind, servers["lstm-serve"], grpc_port, c, args.duration)
+                    cells.setdefault((row, c), Cell(row, c)).runs.append(result)
+                    print(f"  round {round_no} {row:18s} c={c:<3d} {result.rps:9.1f} req/s  p50 {result.p50_ms:7.2f} ms"
+                          f"  p99 {result.p99_ms:7.2f} ms  cpu {result.cpu_ms_per_request:6.3f} ms/req  errors {result.status_errors}", flush=True)
             for c in step_connections:
                 result = run_wrk(wrk, servers["lstm-serve"].url, step_lua[c], c, args.duration, args.threads, servers["lstm-serve"])
                 cells.setdefault(("lstm-serve steps", c), Cell("lstm-serve steps", c)).runs.append(result)
