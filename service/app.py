@@ -1,5 +1,6 @@
 """The ASGI application: ``create_app`` wires settings, the model store, jobs and routes together."""
 
+import functools
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -7,22 +8,29 @@ from contextlib import asynccontextmanager
 
 import anyio
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from models.serving.batching import BatchScheduler
-from models.training.jobs import JobManager
 from models.serving.predictor import Predictor
 from models.serving.session_store import open_session_store
 from models.serving.session_service import SessionService
 from models.serving.store import ModelStore
-from models.training.fitting import FitSettings, plan_training
-from service.api import catalog, compare, health, jobs, kserve, models, sessions, tfserving, ui
+from models.training.job_queue import InProcessJobs, JobOrder
+from models.training.redis_jobs import RedisJobQueue
+from service.api import catalog, compare, health, jobs, models, sessions, ui
 from service.config import Settings, get_settings
 from service.deps import ReadAccess
 from service.errors import install_error_handlers
 from service.fastpath import FastPath
+from service.job_plans import plan_job
 from service.limits import BodySizeLimit
-from service.schemas import ErrorResponse
+from service.protocols.kserve_v2 import routes as kserve_v2
+from service.protocols.kserve_v2.dataplane import V2DataPlane
+from service.protocols.kserve_v2.grpc_server import GrpcServer
+from service.protocols.tfserving import routes as tfserving
+from service.schemas import ErrorResponse, TrainRequest
 from service.metrics import Metrics, MetricsMiddleware
+from service.worker import run_job
 
 log = logging.getLogger(__name__)
 
@@ -30,17 +38,38 @@ DEMO_MODEL = "demo"
 DEMO_EPOCHS = 15
 
 
-def _ensure_demo_model(store: ModelStore, manager: JobManager) -> None:
+def _ensure_demo_model(store: ModelStore, jobs: InProcessJobs | RedisJobQueue, settings: Settings) -> None:
     """Train a small model at first start so a new user's first ``/predict`` works."""
     if DEMO_MODEL in store.names():
         return
+    epochs = min(DEMO_EPOCHS, settings.max_epochs)
+    order = JobOrder("train", DEMO_MODEL, TrainRequest(architecture="lstm", dataset="noisy_trend", epochs=epochs))
+    if isinstance(jobs, RedisJobQueue):
+        # A worker trains it. Replicas starting together queue it once, and none waits: readiness must not
+        # depend on a worker being up.
+        log.info("Queueing the '%s' model (lstm on noisy_trend) for first use", DEMO_MODEL)
+        jobs.enqueue_once(order, claim=DEMO_MODEL)
+        return
     log.info("Training the '%s' model (lstm on noisy_trend) for first use", DEMO_MODEL)
-    work = plan_training(
-        store, DEMO_MODEL, "lstm", {}, sequences=None, labels=None, dataset="noisy_trend",
-        settings=FitSettings(epochs=DEMO_EPOCHS),
-    )
-    job = manager.wait(manager.submit("train", DEMO_MODEL, DEMO_EPOCHS, work).job_id)
+    job = jobs.wait(jobs.enqueue(order).job_id)
     log.info("Demo model: %s", job.status)
+
+
+def _job_backend(settings: Settings, store: ModelStore) -> InProcessJobs | RedisJobQueue:
+    """Jobs on this process's thread (default), or on the Redis queue that workers serve (``JOB_QUEUE``)."""
+    planner = functools.partial(plan_job, store=store, settings=settings)
+    folder = settings.model_dir / ".jobs"
+    if settings.job_queue is None:
+        return InProcessJobs(folder, settings.max_queued_jobs, planner)
+    return RedisJobQueue(
+        settings.job_queue,
+        settings.session_key_prefix,
+        folder,
+        settings.max_queued_jobs,
+        planner,
+        task=run_job,
+        heartbeat_timeout_s=settings.job_heartbeat_timeout_s,
+    )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -51,15 +80,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = ModelStore(settings.model_dir)
-        manager = JobManager(settings.model_dir / ".jobs", settings.max_queued_jobs)
+        jobs = _job_backend(settings, store)
         app.state.settings = settings
         app.state.metrics = metrics
         app.state.store = store
-        app.state.jobs = manager
+        app.state.jobs = jobs
         await anyio.to_thread.run_sync(store.open)
-        manager.open()
+        await anyio.to_thread.run_sync(jobs.open)
         if settings.demo_model:
-            await anyio.to_thread.run_sync(_ensure_demo_model, store, manager)
+            await anyio.to_thread.run_sync(_ensure_demo_model, store, jobs, settings)
         batcher = BatchScheduler(settings.batch_max_size, settings.batch_timeout_us / 1e6, settings.batch_threads)
         app.state.predictor = Predictor(store, batcher, settings.max_sequences_per_request)
         app.state.sessions = SessionService(
@@ -75,22 +104,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             default_ttl_s=settings.session_ttl_s,
             max_sessions=settings.max_sessions,
         )
+        app.state.v2 = V2DataPlane(store, app.state.predictor, app.state.sessions, metrics, app.version)
+        grpc_server = GrpcServer(app.state.v2, settings) if settings.grpc_port else None
         # Everything alive now (TensorFlow, Keras, the loaded models) lives as long as the process; moving it
         # out of the collector's reach keeps full collections short: they caused p99 spikes of 100-200 ms
         # at 32 connections (bench/). Collect first so no garbage is frozen with it.
         gc.collect()
         gc.freeze()
         try:
+            if grpc_server is not None:
+                await grpc_server.start()
             async with anyio.create_task_group() as background:
                 background.start_soon(app.state.sessions.reap_forever, settings.session_reap_interval_s)
                 yield
                 background.cancel_scope.cancel()
         finally:
+            if grpc_server is not None:
+                await grpc_server.stop()
             batcher.close()
             await app.state.sessions.store.close()
-            await anyio.to_thread.run_sync(manager.close)
+            await anyio.to_thread.run_sync(jobs.close)
 
-    app = FastAPI(
+    # FastAPIOffline serves /docs and /redoc with Swagger UI and ReDoc from its installed package: no CDN.
+    app = FastAPIOffline(
         title="lstm-serve",
         version="0.1.0",
         summary="Train, compare and serve five Keras LSTM architectures for binary sequence classification.",
@@ -103,12 +139,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.include_router(health.router)
     app.include_router(ui.router, include_in_schema=False, dependencies=[ReadAccess])
-    app.include_router(kserve.health_router)
+    app.include_router(kserve_v2.health_router)
     # Any native route may answer 401 (API_KEY, API_KEY_ALL) and 413 (MAX_BODY_BYTES) in the error format.
     guarded = {401: {"model": ErrorResponse}, 413: {"model": ErrorResponse}}
     for router in (catalog.router, models.router, jobs.router, sessions.router, compare.router):
         app.include_router(router, dependencies=[ReadAccess], responses=guarded)
-    for router in (tfserving.router, kserve.router):
+    for router in (tfserving.router, kserve_v2.router):
         app.include_router(router, dependencies=[ReadAccess])
     return app
 

@@ -1,8 +1,9 @@
-"""``lstm-serve``: a thin command-line client of the HTTP API (the contract is ``API.md`` in the shared folder).
+"""``lstm-serve``: a thin command-line client of the HTTP API (the contract is ``docs/api.md``).
 
 Every subcommand talks to a running service over HTTP (``--url``, default ``$LSTM_SERVE_URL`` or
-http://127.0.0.1:8000), except ``serve``, which runs the service in this process. The module imports
-neither ``models`` nor Keras, so the client starts fast.
+http://127.0.0.1:8000), except ``serve``, which runs the service in this process, and ``worker``, which runs
+queued training jobs (``JOB_QUEUE``). The module imports neither ``models`` nor Keras, so the client starts
+fast.
 
 Example::
 
@@ -207,6 +208,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     serve_main()
     return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Run training and comparison jobs from the Redis queue (``JOB_QUEUE``) until stopped."""
+    from service.worker import main as worker_main  # imported here: it pulls in TensorFlow
+
+    return worker_main()
 
 
 def cmd_train(api: Api, args: argparse.Namespace) -> int:
@@ -476,11 +484,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lstm-serve", description="Train, compare and query an lstm-serve service.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = commands.add_parser("serve", parents=[common], help="run the service in this process")
+    # Only the client commands take --url and --api-key: `serve` is configured by HOST, PORT, API_KEY, ... itself.
+    serve = commands.add_parser("serve", help="run the service in this process")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--model-dir")
     serve.set_defaults(handler=None)
+
+    commands.add_parser("worker", help="run queued training jobs (needs JOB_QUEUE; configured like the service)")
 
     train = commands.add_parser("train", parents=[common], help="train a model and follow its job")
     train.add_argument("name")
@@ -527,6 +538,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         return cmd_serve(args)
+    if args.command == "worker":
+        return cmd_worker(args)
     api = Api(args.url, args.api_key)
     try:
         return args.handler(api, args)

@@ -4,7 +4,7 @@ The model call takes microseconds; FastAPI's routing and dependency resolution t
 request's CPU time (bench/: about 4x the throughput without them). This ASGI middleware reads a JSON body,
 validates it with the route's own request schema, and calls the route's own answer function
 (``answer_predict``, ``answer_step``): one implementation of each behaviour, two entries. A domain error
-raised by the answer is rendered by the routes' own error handler (``domain_error_response``).
+raised by the answer is rendered as the routes render it (``problem_of``, ``native_response``).
 
 A request is handed to the normal route only *before* anything happened: when it is not eligible (a
 missing or chunked Content-Length, not JSON, too large, ``API_KEY_ALL``), or its body does not validate
@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from models.errors import LstmServeError
 from service.api.models import answer_predict
 from service.api.sessions import answer_step
-from service.errors import domain_error_response
+from service.errors import native_response, problem_of
 from service.schemas import NAME_PATTERN, PredictRequest, StepRequest
 
 
@@ -79,8 +79,7 @@ class FastPath:
         try:
             answer = (await route.answer(scope["app"].state, match.group(1), request)).model_dump_json().encode()
         except LstmServeError as exc:
-            response = await domain_error_response(Request(scope), exc)
-            await response(scope, receive, send)
+            await native_response(problem_of(exc, Request(scope)))(scope, receive, send)
             return
         await send({"type": "http.response.start", "status": 200, "headers": [
             (b"content-type", b"application/json"), (b"content-length", str(len(answer)).encode())]})

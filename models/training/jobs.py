@@ -81,16 +81,20 @@ class JobCancelled(Exception):
 
 
 class JobContext:
-    """What a running job's work may do: report progress, store results, check for cancellation."""
+    """What a running job's work may do: report progress, store results, check for cancellation.
 
-    def __init__(self, manager: "JobManager", job_id: str) -> None:
-        self._manager = manager
+    ``record(job_id, **changes)`` writes to wherever the job's record lives (this process's ``JobManager``,
+    or Redis for a job run by a worker).
+    """
+
+    def __init__(self, record: Callable[..., None], job_id: str) -> None:
+        self._record = record
         self.job_id = job_id
         self.cancel_requested = threading.Event()
 
     def update(self, **changes: Any) -> None:
         """Change fields of the job record (``epoch``, ``history``, ``version``, ``report``)."""
-        self._manager._update(self.job_id, **changes)
+        self._record(self.job_id, **changes)
 
     def check_cancelled(self) -> None:
         """Raise ``JobCancelled`` if a cancel was requested."""
@@ -99,6 +103,22 @@ class JobContext:
 
 
 Work = Callable[[JobContext], None]
+
+
+def perform(work: Work, context: JobContext) -> dict[str, Any]:
+    """Run a job's work; return the fields that finish its record (status, finished_at, any error)."""
+    try:
+        work(context)
+    except JobCancelled:
+        return {"status": "cancelled", "finished_at": _now()}
+    except LstmServeError as exc:
+        error = {"code": exc.code, "message": exc.message, "details": exc.details}
+        return {"status": "failed", "finished_at": _now(), "error": error}
+    except Exception as exc:  # noqa: BLE001 - a job's failure is reported in its record, not raised
+        log.exception("Job %s failed", context.job_id)
+        error = {"code": "training_failed", "message": f"{type(exc).__name__}: {exc}"}
+        return {"status": "failed", "finished_at": _now(), "error": error}
+    return {"status": "succeeded", "finished_at": _now()}
 
 
 class JobManager:
@@ -153,7 +173,7 @@ class JobManager:
                 )
             job = Job(job_id=secrets.token_hex(8), kind=kind, model=model, epochs=epochs, owner=_this_process())
             self._jobs[job.job_id] = job
-            self._contexts[job.job_id] = JobContext(self, job.job_id)
+            self._contexts[job.job_id] = JobContext(self._update, job.job_id)
             self._write(job)
         self._queue.put((job.job_id, work))
         return replace(job)
@@ -225,17 +245,6 @@ class JobManager:
                 continue
             self._update(job_id, status="running", started_at=_now())
             try:
-                work(context)
-            except JobCancelled:
-                self._update(job_id, status="cancelled", finished_at=_now())
-            except LstmServeError as exc:
-                error = {"code": exc.code, "message": exc.message, "details": exc.details}
-                self._update(job_id, status="failed", finished_at=_now(), error=error)
-            except Exception as exc:  # noqa: BLE001 - a job's failure is reported in its record, not raised
-                log.exception("Job %s failed", job_id)
-                error = {"code": "training_failed", "message": f"{type(exc).__name__}: {exc}"}
-                self._update(job_id, status="failed", finished_at=_now(), error=error)
-            else:
-                self._update(job_id, status="succeeded", finished_at=_now())
+                self._update(job_id, **perform(work, context))
             finally:
                 self._contexts.pop(job_id, None)

@@ -7,8 +7,8 @@ from fastapi import APIRouter, File, Form, Response, UploadFile
 from models.training.uploads import import_model
 from models.serving.predictor import Predictor
 from models.serving.store import ModelInfo
-from models.training.fitting import plan_training
-from service.deps import JobsDep, MetricsDep, ModelName, PredictorDep, SettingsDep, StoreDep, WriteAccess
+from models.training.job_queue import JobOrder
+from service.deps import JobsDep, MetricsDep, ModelName, PredictorDep, StoreDep, WriteAccess
 from service.metrics import Metrics
 from service.schemas import (
     ArchitectureName,
@@ -44,19 +44,9 @@ def model_public(info: ModelInfo) -> ModelPublic:
 @router.post(
     "/models/{name}/train", status_code=202, dependencies=[WriteAccess], responses={429: {"model": ErrorResponse}}
 )
-def train_model(name: ModelName, body: TrainRequest, jobs: JobsDep, store: StoreDep, settings: SettingsDep) -> JobAccepted:
+def train_model(name: ModelName, body: TrainRequest, jobs: JobsDep) -> JobAccepted:
     """Train a new version of a model in the background; poll the returned job."""
-    work = plan_training(
-        store,
-        name,
-        body.architecture,
-        body.params.model_dump(exclude_none=True),
-        sequences=body.data.sequences if body.data else None,
-        labels=body.data.labels if body.data else None,
-        dataset=body.dataset,
-        settings=body.fit_settings(settings),
-    )
-    job = jobs.submit("train", name, body.epochs, work)
+    job = jobs.enqueue(JobOrder("train", name, body))
     return JobAccepted(job_id=job.job_id, model=name, status=job.status)
 
 

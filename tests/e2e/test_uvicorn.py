@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
-from tests.process import SEQUENCES, STOP_TIMEOUT_S, ServiceProcess, Start, process_factory
+from tests.process import SEQUENCES, STOP_TIMEOUT_S, ServiceProcess, Start, drop_redis_keys, process_factory
 from tests.test_deploy import dockerfile_healthcheck
 
 pytestmark = pytest.mark.e2e
@@ -54,6 +53,8 @@ def test_serves_trains_stops_cleanly_and_restarts_with_the_same_models(start_ser
     # A small model trained over HTTP.
     job = first.train("e2e", architecture="lstm", dataset="noisy_trend", epochs=2, params={"units": 4})
     assert job["model"] == "e2e" and job["version"] == 1 and len(job["history"]["loss"]) == 2
+    # No JOB_QUEUE: the embedded default trains in the serving process itself, nothing else to start.
+    assert job["owner"].endswith(f":{first.process.pid}")
     trained = first.predict("e2e")
     assert_predictions(trained, "e2e", len(SEQUENCES))
     assert trained["version"] == 1
@@ -96,10 +97,7 @@ def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service
     finally:
         for service in started:
             service.kill()
-        client = redis.Redis.from_url(REDIS_URL)
-        keys = list(client.scan_iter(f"{prefix}*"))
-        if keys:
-            client.delete(*keys)
+        drop_redis_keys(REDIS_URL, prefix)
 
 
 def test_second_replica_serves_the_demo_model_of_the_first(replicas: tuple[ServiceProcess, ServiceProcess]) -> None:
