@@ -16,6 +16,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,9 @@ import numpy as np
 import pytest
 
 from models.serving.session_store import LOCK_AND_READ, SAVE_AND_UNLOCK
-from tests.faults import FaultProxy, RedisServer
+from tests.faults import RedisServer
 from tests.process import ServiceProcess, process_factory
+from tests.proxy import FaultProxy
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -72,24 +74,25 @@ def cluster(trained_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     proxies = {name: FaultProxy(server.port, seed=i) for i, name in enumerate("ab")}
     start, started = process_factory(workdir)
     prefix = f"faults-{uuid.uuid4().hex[:8]}:"
-    try:
-        replicas = {
-            name: start(
-                trained_dir, name=f"replica-{name}", SESSION_STORE=f"redis://127.0.0.1:{proxy.port}/0",
-                SESSION_KEY_PREFIX=prefix, SESSION_LOCK_TTL_S=str(LOCK_TTL_S), SESSION_LOCK_WAIT_S=str(LOCK_WAIT_S),
-                SESSION_STORE_TIMEOUT_S=str(STORE_TIMEOUT_S), MAX_SESSIONS=str(MAX_SESSIONS), DEMO_MODEL="false",
-            )
-            for name, proxy in proxies.items()
-        }
-        for replica in replicas.values():
-            replica.wait_ready()
-        yield Cluster(server, proxies, replicas, prefix)
-    finally:
-        for replica in started:
-            replica.kill()
+    with ExitStack() as closing:
         for proxy in proxies.values():
-            proxy.close()
-        server.kill()
+            closing.enter_context(proxy)
+        try:
+            replicas = {
+                name: start(
+                    trained_dir, name=f"replica-{name}", SESSION_STORE=f"redis://127.0.0.1:{proxy.port}/0",
+                    SESSION_KEY_PREFIX=prefix, SESSION_LOCK_TTL_S=str(LOCK_TTL_S), SESSION_LOCK_WAIT_S=str(LOCK_WAIT_S),
+                    SESSION_STORE_TIMEOUT_S=str(STORE_TIMEOUT_S), MAX_SESSIONS=str(MAX_SESSIONS), DEMO_MODEL="false",
+                )
+                for name, proxy in proxies.items()
+            }
+            for replica in replicas.values():
+                replica.wait_ready()
+            yield Cluster(server, proxies, replicas, prefix)
+        finally:
+            for replica in started:
+                replica.kill()
+            server.kill()
 
 
 @pytest.fixture(autouse=True)
