@@ -11,6 +11,7 @@ import itertools
 import random
 import threading
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from tests.process import free_port
@@ -89,7 +90,12 @@ class LoopbackProxy:
                 writer.close()
 
     @staticmethod
-    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, link: Link, forward) -> None:
+    async def _pipe(
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        link: Link,
+        forward: Callable[[Link, bytes], Awaitable[bool]],
+    ) -> None:
         try:
             while data := await reader.read(65536):
                 if await forward(link, data):
