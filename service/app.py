@@ -15,7 +15,7 @@ from models.serving.session_store import open_session_store
 from models.serving.session_service import SessionService
 from models.serving.store import ModelStore
 from models.training.fitting import FitSettings, plan_training
-from service.api import catalog, compare, health, jobs, kserve, models, sessions, tfserving, ui
+from service.api import catalog, compare, docs, health, jobs, kserve, models, sessions, tfserving, ui
 from service.config import Settings, get_settings
 from service.deps import ReadAccess
 from service.errors import install_error_handlers
@@ -61,7 +61,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.demo_model:
             await anyio.to_thread.run_sync(_ensure_demo_model, store, manager)
         batcher = BatchScheduler(settings.batch_max_size, settings.batch_timeout_us / 1e6, settings.batch_threads)
-        app.state.predictor = Predictor(store, batcher, settings.max_sequences_per_request)
+        app.state.predictor = Predictor(
+            store, batcher, settings.max_sequences_per_request, settings.max_padded_values
+        )
         app.state.sessions = SessionService(
             open_session_store(settings.session_store, settings.session_key_prefix),
             store,
@@ -89,6 +91,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Train, compare and serve five Keras LSTM architectures for binary sequence classification.",
         lifespan=lifespan,
+        # Served by service.api.docs behind the read-access check instead (FastAPI's own are unguarded).
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
@@ -96,6 +102,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(FastPath)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.include_router(health.router)
+    app.include_router(health.metrics_router, dependencies=[ReadAccess])
+    app.include_router(docs.router, dependencies=[ReadAccess])
     app.include_router(ui.router, include_in_schema=False, dependencies=[ReadAccess])
     app.include_router(kserve.health_router)
     # Any native route may answer 401 (API_KEY, API_KEY_ALL) and 413 (MAX_BODY_BYTES) in the error format.

@@ -1,13 +1,12 @@
 """What the TF Serving and KServe V2 routes share: tensors in those protocols' JSON become the list of
 sequences that ``/models/{name}/predict`` takes, and go through the same ``Predictor``.
 
-Only the shape of the JSON is checked here (numbers, nesting, declared shape and datatype); padding,
-length and token-id rules stay in ``models.inputs`` so every route applies the same ones. Errors are
+Only the shape of the JSON is checked here (nesting, declared shape and datatype); the number rule,
+padding, length and token-id rules stay in ``models.inputs`` so every route applies the same ones. Errors are
 ``InvalidInput`` with the offending field in the message, since these protocols answer only
 ``{"error": "<message>"}``.
 """
 
-import json
 import math
 from collections.abc import Sequence
 from typing import Annotated, Any
@@ -15,6 +14,7 @@ from typing import Annotated, Any
 from fastapi import Path
 
 from models.errors import InvalidInput, VersionNotFound
+from models.inputs import check_number, describe
 from models.serving.predictor import Predictor
 from models.serving.store import ModelStore
 from service.compat_schemas import V2RequestInput, V2RequestOutput
@@ -41,31 +41,11 @@ def check_version(store: ModelStore, name: str, version: int) -> None:
         raise VersionNotFound(f"Model '{name}' has no version {version}.", field="version", expected=versions, got=version)
 
 
-def _describe(value: Any) -> str:
-    """A short JSON-ish rendering of what the client sent, for error messages."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value).replace("nan", "NaN").replace("inf", "Infinity")
-    if isinstance(value, list) and len(value) > 4:
-        return f"a list of {len(value)} items"
-    text = json.dumps(value, default=str)
-    return text if len(text) <= 60 else text[:60] + "…"
-
-
-def _number(value: Any, field: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidInput(f"{field}: expected a number, got {_describe(value)}.", field=field, expected="a number", got=value)
-    if not math.isfinite(value):
-        raise InvalidInput(
-            f"{field}: expected a finite number, got {_describe(value)}.", field=field, expected="a finite number", got=value
-        )
-    return value
-
-
 def _sequence(steps: Any, field: str) -> list[float]:
     """One sequence: each step a number, or a 1-element list (an instance of shape ``[steps, 1]``)."""
     if not isinstance(steps, list):
         raise InvalidInput(
-            f"{field}: expected a sequence (a list of numbers or of 1-element lists), got {_describe(steps)}.",
+            f"{field}: expected a sequence (a list of numbers or of 1-element lists), got {describe(steps)}.",
             field=field,
             expected="a list",
             got=steps,
@@ -81,7 +61,7 @@ def _sequence(steps: Any, field: str) -> list[float]:
                     got=len(step),
                 )
             step = step[0]
-        values.append(_number(step, f"{field}[{j}]"))
+        values.append(check_number(step, f"{field}[{j}]"))
     return values
 
 
@@ -131,7 +111,7 @@ def _flatten(data: list[Any], field: str) -> list[float]:
             for k, item in enumerate(value):
                 walk(item, f"{where}[{k}]")
         else:
-            flat.append(_number(value, where))
+            flat.append(check_number(value, where))
 
     walk(data, field)
     return flat

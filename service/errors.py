@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from models.errors import CapacityExceeded, Conflict, InvalidInput, LstmServeError, NotFound
+from models.errors import CapacityExceeded, Conflict, InsufficientStorage, InvalidInput, LstmServeError, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +22,7 @@ _STATUS: list[tuple[type[LstmServeError], int]] = [
     (InvalidInput, 422),
     (Conflict, 409),
     (CapacityExceeded, 429),
+    (InsufficientStorage, 507),
 ]
 
 _HTTP_CODES = {
@@ -30,6 +31,7 @@ _HTTP_CODES = {
     404: "not_found",
     405: "method_not_allowed",
     413: "payload_too_large",
+    408: "request_timeout",
     415: "unsupported_media_type",
 }
 
