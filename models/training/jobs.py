@@ -103,8 +103,14 @@ class JobContext:
         self.cancel_requested = threading.Event()
 
     def update(self, **changes: Any) -> None:
-        """Change fields of the job record (``epoch``, ``history``, ``version``, ``report``)."""
-        self._manager._update(self.job_id, **changes)
+        """Change fields of the job record (``epoch``, ``history``, ``version``, ``report``).
+
+        Raises ``InsufficientStorage`` when the record cannot be written: the job then fails with that
+        code (its record kept in memory) instead of training on while nothing can be saved.
+        """
+        fault = self._manager._update(self.job_id, **changes)
+        if fault is not None:
+            raise InsufficientStorage.from_os_error(fault)
 
     def check_cancelled(self) -> None:
         """Raise ``JobCancelled`` if a cancel was requested."""
@@ -138,6 +144,8 @@ class JobManager:
         self._closing = threading.Event()
         #: Ids whose newest record is only in memory because writing it failed.
         self._unsaved: set[str] = set()
+        #: False from a failed write until a write works again.
+        self._storage_ok = True
         self._current: str | None = None
 
     def open(self) -> None:
@@ -156,17 +164,31 @@ class JobManager:
                     finished_at=_now(),
                     error={"code": "interrupted", "message": "The server stopped before this job finished."},
                 )
-                self._write(job)
+                self._save(job)
             self._jobs[job.job_id] = job
         self._worker = threading.Thread(target=self._supervise, name="job-worker", daemon=True)
         self._worker.start()
 
     @property
     def ready(self) -> bool:
-        """True while the worker runs and job records can be written (it probes the disk again if they could not)."""
+        """True while the worker runs and job records can be written; after a failed write it tries the disk again."""
+        if not self._storage_ok:
+            self._probe_storage()
+        return self._worker is not None and self._worker.is_alive() and self._storage_ok
+
+    def _probe_storage(self) -> None:
+        """Write every record kept only in memory, or a small probe file when there is none."""
         if self._unsaved:
             self._flush_unsaved()
-        return self._worker is not None and self._worker.is_alive() and not self._unsaved
+            return
+        probe = self.folder / ".probe"
+        try:
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError:
+            probe.unlink(missing_ok=True)
+            return
+        self._storage_ok = True
 
     def close(self, timeout: float = 30.0) -> None:
         """Cancel queued and running jobs and stop the worker."""
@@ -191,7 +213,9 @@ class JobManager:
             try:
                 self._write(job)
             except OSError as exc:
+                self._storage_ok = False
                 raise InsufficientStorage.from_os_error(exc) from exc
+            self._storage_ok = True
             self._jobs[job.job_id] = job
             self._contexts[job.job_id] = JobContext(self, job.job_id)
         self._flush_unsaved()  # a write just worked: records that could not be written before can be now
@@ -245,30 +269,32 @@ class JobManager:
             self._done.wait_for(lambda: self._jobs[job_id].status in FINISHED, timeout)
         return self.get(job_id)
 
-    def _update(self, job_id: str, **changes: Any) -> None:
-        """Change a record in memory, then on disk; a failed write leaves it marked unsaved, never raises."""
+    def _update(self, job_id: str, **changes: Any) -> OSError | None:
+        """Change a record in memory, then on disk; a failed write leaves it marked unsaved and is returned."""
         with self._done:
             job = replace(self._jobs[job_id], **changes)
             self._jobs[job_id] = job
             self._done.notify_all()
-            self._save(job)
+            return self._save(job)
 
-    def _save(self, job: Job) -> bool:
+    def _save(self, job: Job) -> OSError | None:
         try:
             self._write(job)
         except OSError as exc:
             if job.job_id not in self._unsaved:
                 log.warning("Job record %s could not be written (%s); kept in memory until the disk takes it", job.job_id, exc)
             self._unsaved.add(job.job_id)
-            return False
+            self._storage_ok = False
+            return exc
         self._unsaved.discard(job.job_id)
-        return True
+        self._storage_ok = not self._unsaved
+        return None
 
     def _flush_unsaved(self) -> None:
         """Write again every record that could not be written; stops at the first failure."""
         with self._done:
             for job_id in sorted(self._unsaved):
-                if not self._save(self._jobs[job_id]):
+                if self._save(self._jobs[job_id]) is not None:
                     return
 
     def _write(self, job: Job) -> None:
@@ -296,11 +322,10 @@ class JobManager:
 
     def _wait_for_storage(self) -> bool:
         """Before a job starts: wait until records can be written again (False if closing meanwhile)."""
-        self._flush_unsaved()
-        while self._unsaved:
-            if self._closing.wait(self.storage_retry_s):
+        while not self._storage_ok:
+            self._probe_storage()
+            if not self._storage_ok and self._closing.wait(self.storage_retry_s):
                 return False
-            self._flush_unsaved()
         return True
 
     def _finish(self, job_id: str, status: JobStatus, error: dict[str, Any] | None = None) -> None:
