@@ -183,10 +183,9 @@ class JobManager:
             return
         probe = self.folder / ".probe"
         try:
-            probe.write_text("ok")
+            self._write_file(probe, "ok")
             probe.unlink()
         except OSError:
-            probe.unlink(missing_ok=True)
             return
         self._storage_ok = True
 
@@ -298,10 +297,15 @@ class JobManager:
                     return
 
     def _write(self, job: Job) -> None:
-        temp = self.folder / f".{job.job_id}.json.tmp"
+        self._write_file(self.folder / f"{job.job_id}.json", json.dumps(asdict(job)))
+
+    @staticmethod
+    def _write_file(path: Path, text: str) -> None:
+        """Write ``text`` to ``path`` atomically (a temporary file, then a rename); leave no temporary behind."""
+        temp = path.with_name(f".{path.name}.tmp")
         try:
-            temp.write_text(json.dumps(asdict(job)))
-            os.replace(temp, self.folder / f"{job.job_id}.json")
+            temp.write_text(text)
+            os.replace(temp, path)
         except OSError:
             temp.unlink(missing_ok=True)
             raise
