@@ -4,8 +4,12 @@ For ``--seconds`` (default 60): predict clients, session-step clients and one cl
 trains a new version, all at once against one ``python -m service`` process on a temporary MODEL_DIR.
 Counts requests and errors per kind, latency percentiles, and samples the server's RSS (VmRSS) after
 warm-up and at the end. Prints a small table; ``run()`` returns the numbers (the smoke test uses it).
+With ``--worker`` the training runs in an ``lstm-serve worker`` process fed through the real Redis
+(``JOB_QUEUE``, a key prefix of its own) instead of in the server; ``--compare`` runs both, one after the
+other, and prints the predictions' p99 of each.
 
     .venv/bin/python -m bench.load_mixed --seconds 60
+    .venv/bin/python -m bench.load_mixed --seconds 60 --compare
 """
 
 import argparse
@@ -18,9 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
+import uuid
 
-from tests.process import ServiceProcess, service_env
+import httpx
+import redis
+
+from tests.process import ServiceProcess, WorkerProcess, service_env
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
 
 MODEL = "load"
 TRAIN = {"architecture": "lstm", "dataset": "noisy_trend", "epochs": 1, "params": {"units": 8}}
@@ -100,13 +109,19 @@ def _trainer(url: str, stop: threading.Event, tally: Tally, every_s: float) -> N
                 tally.record(started, repr(exc))
 
 
-def run(seconds: float = 60.0, predictors: int = 4, steppers: int = 3, train_every_s: float = 15.0) -> dict[str, Any]:
-    """Start a server, warm it up, run the mixed load for ``seconds``; return per-kind numbers and RSS."""
+def run(
+    seconds: float = 60.0, predictors: int = 4, steppers: int = 3, train_every_s: float = 15.0, worker: bool = False
+) -> dict[str, Any]:
+    """Start a server (and with ``worker`` a training worker), warm it up, run the mixed load for ``seconds``;
+    return per-kind numbers and RSS."""
+    prefix = f"lstm-serve-bench-{uuid.uuid4().hex}:"
+    queue = {"JOB_QUEUE": REDIS_URL, "SESSION_KEY_PREFIX": prefix} if worker else {}
     with tempfile.TemporaryDirectory(prefix="lstm-serve-load-") as tmp:
         root = Path(tmp)
         (root / "cwd").mkdir()
-        env = service_env(root / "models", DEMO_MODEL="false", LOG_LEVEL="warning")
+        env = service_env(root / "models", DEMO_MODEL="false", LOG_LEVEL="warning", **queue)
         server = ServiceProcess(root / "cwd", env, "load")
+        trainer = WorkerProcess(root / "cwd", env, "worker") if worker else None
         try:
             server.wait_ready()
             server.train(MODEL, **TRAIN)
@@ -131,6 +146,12 @@ def run(seconds: float = 60.0, predictors: int = 4, steppers: int = 3, train_eve
             alive = server.process.poll() is None
         finally:
             server.kill()
+            if trainer is not None:
+                trainer.kill()
+                client = redis.Redis.from_url(REDIS_URL)
+                keys = list(client.scan_iter(f"{prefix}*")) + list(client.scan_iter(f"rq:*{prefix}*"))
+                if keys:
+                    client.delete(*keys)
     kinds = {}
     for kind, tally in tallies.items():
         lat = sorted(tally.latencies) or [0.0]
@@ -143,11 +164,12 @@ def run(seconds: float = 60.0, predictors: int = 4, steppers: int = 3, train_eve
             "first_errors": tally.errors[:3],
         }
     return {"seconds": elapsed, "kinds": kinds, "rss_start_mib": rss_start, "rss_end_mib": rss_end,
-            "versions": versions, "server_alive": alive}
+            "versions": versions, "server_alive": alive, "training": "worker" if worker else "in-process"}
 
 
 def print_table(result: dict[str, Any]) -> None:
-    print(f"mixed load for {result['seconds']:.1f} s on loopback; model versions at the end: {result['versions']}")
+    print(f"mixed load for {result['seconds']:.1f} s on loopback, training {result['training']}; "
+          f"model versions at the end: {result['versions']}")
     print(f"{'kind':<8} {'requests':>9} {'errors':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
     for kind, row in result["kinds"].items():
         print(f"{kind:<8} {row['requests']:>9} {row['errors']:>7} {row['per_s']:>8.1f} {row['p50_ms']:>8.1f} {row['p99_ms']:>8.1f}")
@@ -163,8 +185,18 @@ def main() -> None:
     parser.add_argument("--predictors", type=int, default=4)
     parser.add_argument("--steppers", type=int, default=3)
     parser.add_argument("--train-every", type=float, default=15.0)
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--worker", action="store_true", help="train in an lstm-serve worker via Redis")
+    where.add_argument("--compare", action="store_true", help="run in-process, then with a worker")
     args = parser.parse_args()
-    print_table(run(args.seconds, args.predictors, args.steppers, args.train_every))
+    modes = [False, True] if args.compare else [args.worker]
+    results = [run(args.seconds, args.predictors, args.steppers, args.train_every, worker=mode) for mode in modes]
+    for result in results:
+        print_table(result)
+    if args.compare:
+        print("predictions p99 ms: " + ", ".join(
+            f"training {r['training']} {r['kinds']['predict']['p99_ms']:.1f}" for r in results
+        ))
 
 
 if __name__ == "__main__":

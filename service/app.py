@@ -1,5 +1,6 @@
 """The ASGI application: ``create_app`` wires settings, the model store, jobs and routes together."""
 
+import functools
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -9,20 +10,22 @@ import anyio
 from fastapi import FastAPI
 
 from models.serving.batching import BatchScheduler
-from models.training.jobs import JobManager
 from models.serving.predictor import Predictor
 from models.serving.session_store import open_session_store
 from models.serving.session_service import SessionService
 from models.serving.store import ModelStore
-from models.training.fitting import FitSettings, plan_training
+from models.training.job_queue import InProcessJobs, JobOrder
+from models.training.redis_jobs import RedisJobQueue
 from service.api import catalog, compare, docs, health, jobs, kserve, models, sessions, tfserving, ui
 from service.config import Settings, get_settings
 from service.deps import ReadAccess
 from service.errors import install_error_handlers
 from service.fastpath import FastPath
+from service.job_plans import plan_job
 from service.limits import BodySizeLimit
-from service.schemas import ErrorResponse
+from service.schemas import ErrorResponse, TrainRequest
 from service.metrics import Metrics, MetricsMiddleware
+from service.worker import run_job
 
 log = logging.getLogger(__name__)
 
@@ -30,17 +33,38 @@ DEMO_MODEL = "demo"
 DEMO_EPOCHS = 15
 
 
-def _ensure_demo_model(store: ModelStore, manager: JobManager) -> None:
+def _ensure_demo_model(store: ModelStore, jobs: InProcessJobs | RedisJobQueue, settings: Settings) -> None:
     """Train a small model at first start so a new user's first ``/predict`` works."""
     if DEMO_MODEL in store.names():
         return
+    epochs = min(DEMO_EPOCHS, settings.max_epochs)
+    order = JobOrder("train", DEMO_MODEL, TrainRequest(architecture="lstm", dataset="noisy_trend", epochs=epochs))
+    if isinstance(jobs, RedisJobQueue):
+        # A worker trains it. Replicas starting together queue it once, and none waits: readiness must not
+        # depend on a worker being up.
+        log.info("Queueing the '%s' model (lstm on noisy_trend) for first use", DEMO_MODEL)
+        jobs.enqueue_once(order, claim=DEMO_MODEL)
+        return
     log.info("Training the '%s' model (lstm on noisy_trend) for first use", DEMO_MODEL)
-    work = plan_training(
-        store, DEMO_MODEL, "lstm", {}, sequences=None, labels=None, dataset="noisy_trend",
-        settings=FitSettings(epochs=DEMO_EPOCHS),
-    )
-    job = manager.wait(manager.submit("train", DEMO_MODEL, DEMO_EPOCHS, work).job_id)
+    job = jobs.wait(jobs.enqueue(order).job_id)
     log.info("Demo model: %s", job.status)
+
+
+def _job_backend(settings: Settings, store: ModelStore) -> InProcessJobs | RedisJobQueue:
+    """Jobs on this process's thread (default), or on the Redis queue that workers serve (``JOB_QUEUE``)."""
+    planner = functools.partial(plan_job, store=store, settings=settings)
+    folder = settings.model_dir / ".jobs"
+    if settings.job_queue is None:
+        return InProcessJobs(folder, settings.max_queued_jobs, planner)
+    return RedisJobQueue(
+        settings.job_queue,
+        settings.session_key_prefix,
+        folder,
+        settings.max_queued_jobs,
+        planner,
+        task=run_job,
+        heartbeat_timeout_s=settings.job_heartbeat_timeout_s,
+    )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -51,15 +75,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = ModelStore(settings.model_dir)
-        manager = JobManager(settings.model_dir / ".jobs", settings.max_queued_jobs)
+        jobs = _job_backend(settings, store)
         app.state.settings = settings
         app.state.metrics = metrics
         app.state.store = store
-        app.state.jobs = manager
+        app.state.jobs = jobs
         await anyio.to_thread.run_sync(store.open)
-        manager.open()
+        await anyio.to_thread.run_sync(jobs.open)
         if settings.demo_model:
-            await anyio.to_thread.run_sync(_ensure_demo_model, store, manager)
+            await anyio.to_thread.run_sync(_ensure_demo_model, store, jobs, settings)
         batcher = BatchScheduler(settings.batch_max_size, settings.batch_timeout_us / 1e6, settings.batch_threads)
         app.state.predictor = Predictor(
             store, batcher, settings.max_sequences_per_request, settings.max_padded_values
@@ -84,7 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             batcher.close()
             await app.state.sessions.store.close()
-            await anyio.to_thread.run_sync(manager.close)
+            await anyio.to_thread.run_sync(jobs.close)
 
     app = FastAPI(
         title="lstm-serve",

@@ -1,8 +1,9 @@
 """``lstm-serve``: a thin command-line client of the HTTP API (the contract is ``API.md`` in the shared folder).
 
 Every subcommand talks to a running service over HTTP (``--url``, default ``$LSTM_SERVE_URL`` or
-http://127.0.0.1:8000), except ``serve``, which runs the service in this process. The module imports
-neither ``models`` nor Keras, so the client starts fast.
+http://127.0.0.1:8000), except ``serve``, which runs the service in this process, and ``worker``, which runs
+queued training jobs (``JOB_QUEUE``). The module imports neither ``models`` nor Keras, so the client starts
+fast.
 
 Example::
 
@@ -207,6 +208,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     serve_main()
     return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Run training and comparison jobs from the Redis queue (``JOB_QUEUE``) until stopped."""
+    from service.worker import main as worker_main  # imported here: it pulls in TensorFlow
+
+    return worker_main()
 
 
 def cmd_train(api: Api, args: argparse.Namespace) -> int:
@@ -482,6 +490,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--model-dir")
     serve.set_defaults(handler=None)
 
+    commands.add_parser("worker", help="run queued training jobs (needs JOB_QUEUE; configured like the service)")
+
     train = commands.add_parser("train", parents=[common], help="train a model and follow its job")
     train.add_argument("name")
     train.add_argument("--architecture", "-a", default="lstm")
@@ -527,6 +537,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         return cmd_serve(args)
+    if args.command == "worker":
+        return cmd_worker(args)
     api = Api(args.url, args.api_key)
     try:
         return args.handler(api, args)

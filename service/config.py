@@ -5,6 +5,8 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
 
 class Settings(BaseSettings):
     """Every knob of the service; each field is the upper-case environment variable of its name."""
@@ -15,6 +17,12 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535)
     model_dir: Path = Path("var/models")
     session_store: str = Field("memory", description="'memory' or a redis:// URL")
+    job_queue: str | None = Field(
+        None, description="Unset: jobs run in this process. A redis:// URL: jobs go to `lstm-serve worker` processes"
+    )
+    job_heartbeat_timeout_s: float = Field(
+        15.0, gt=0, description="A queued job's worker silent this long is taken for dead: the job fails (worker_lost)"
+    )
     api_key: str | None = None
     api_key_all: bool = False
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
@@ -56,8 +64,15 @@ class Settings(BaseSettings):
     @field_validator("session_store")
     @classmethod
     def _known_store(cls, value: str) -> str:
-        if value != "memory" and not value.startswith(("redis://", "rediss://", "unix://")):
+        if value != "memory" and not value.startswith(REDIS_SCHEMES):
             raise ValueError("SESSION_STORE must be 'memory' or a redis://, rediss:// or unix:// URL")
+        return value
+
+    @field_validator("job_queue")
+    @classmethod
+    def _redis_queue(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(REDIS_SCHEMES):
+            raise ValueError("JOB_QUEUE must be unset or a redis://, rediss:// or unix:// URL")
         return value
 
 

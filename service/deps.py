@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Path, Request
 from fastapi.exceptions import RequestValidationError
 
-from models.training.jobs import JobManager
+from models.training.job_queue import JobQueue
 from models.serving.predictor import Predictor
 from models.serving.session_service import SessionService
 from models.serving.store import ModelStore
@@ -28,7 +28,7 @@ async def get_store(request: Request) -> ModelStore:
     return request.app.state.store
 
 
-async def get_jobs(request: Request) -> JobManager:
+async def get_jobs(request: Request) -> JobQueue:
     return request.app.state.jobs
 
 
@@ -46,7 +46,7 @@ async def get_sessions(request: Request) -> SessionService:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[ModelStore, Depends(get_store)]
-JobsDep = Annotated[JobManager, Depends(get_jobs)]
+JobsDep = Annotated[JobQueue, Depends(get_jobs)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 PredictorDep = Annotated[Predictor, Depends(get_predictor)]
 SessionsDep = Annotated[SessionService, Depends(get_sessions)]

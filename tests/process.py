@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 
 from service.config import Settings
-from tests.test_deploy import dockerfile_cmd
+from tests.test_deploy import WORKER_COMMAND, dockerfile_cmd
 
 READY_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 30.0
@@ -38,24 +38,57 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-class ServiceProcess:
+class ManagedProcess:
+    """A process of ours with its output in a log file; stopped with SIGTERM or killed outright."""
+
+    def __init__(self, command: list[str], workdir: Path, env: dict[str, str], log_name: str) -> None:
+        self.log_path = workdir / f"{log_name}.log"
+        self._log = self.log_path.open("wb")
+        # cwd is an empty folder, as the image's WORKDIR: no .env file, no source tree to import from.
+        self.process = subprocess.Popen(command, env=env, cwd=workdir, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def terminate(self, timeout: float = STOP_TIMEOUT_S) -> int:
+        """SIGTERM (what ``docker stop`` and Kubernetes send) and the exit status."""
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"still running {timeout} s after SIGTERM:\n{self.log_tail()}") from None
+
+    def kill(self) -> None:
+        """SIGKILL (``kill -9``), if still running."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self._log.close()
+
+
+class WorkerProcess(ManagedProcess):
+    """One ``lstm-serve worker`` process, started with the command compose and Kubernetes give it."""
+
+    def __init__(self, workdir: Path, env: dict[str, str], name: str) -> None:
+        executable = Path(sys.executable).parent / WORKER_COMMAND[0]
+        super().__init__([str(executable), *WORKER_COMMAND[1:]], workdir, env, name)
+
+    @property
+    def owner(self) -> str:
+        """How job records name this process (``host:pid``)."""
+        return f"{socket.gethostname()}:{self.process.pid}"
+
+
+class ServiceProcess(ManagedProcess):
     """One ``python -m service`` process, its log in a file and an httpx client on its port."""
 
     def __init__(self, workdir: Path, env: dict[str, str], name: str) -> None:
         self.port = int(env["PORT"])
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = workdir / f"{name}-{self.port}.log"
         command = dockerfile_cmd()
         assert command[0] == "python"
-        self._log = self.log_path.open("wb")
-        # cwd is an empty folder, as the image's WORKDIR: no .env file, no source tree to import from.
-        self.process = subprocess.Popen(
-            [sys.executable, *command[1:]], env=env, cwd=workdir, stdout=self._log, stderr=subprocess.STDOUT
-        )
+        super().__init__([sys.executable, *command[1:]], workdir, env, f"{name}-{self.port}")
         self.http = httpx.Client(base_url=self.url, timeout=30.0)
-
-    def log_tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
         deadline = time.monotonic() + timeout
@@ -70,20 +103,9 @@ class ServiceProcess:
             time.sleep(0.1)
         raise AssertionError(f"not ready after {timeout} s:\n{self.log_tail()}")
 
-    def terminate(self, timeout: float = STOP_TIMEOUT_S) -> int:
-        """SIGTERM (what ``docker stop`` sends) and the exit status."""
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(f"still running {timeout} s after SIGTERM:\n{self.log_tail()}") from None
-
     def kill(self) -> None:
         self.http.close()
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
-        self._log.close()
+        super().kill()
 
     def train(self, name: str, headers: dict[str, str] | None = None, **body: Any) -> dict[str, Any]:
         response = self.http.post(f"/models/{name}/train", json=body, headers=headers)

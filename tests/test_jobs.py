@@ -3,6 +3,7 @@
 import time
 from typing import Any
 
+import httpx
 from fastapi.testclient import TestClient
 
 from tests.conftest import wait_for_job
@@ -11,14 +12,16 @@ HISTORY_KEYS = {"loss", "accuracy", "val_loss", "val_accuracy"}
 TINY = {"sequences": [[0.1, 0.2], [0.9, 0.1, 0.0], [0.3], [0.8, 0.7]], "labels": [1, 0, 1, 0]}
 
 
-def submit(client: TestClient, name: str, **body: Any) -> str:
+def submit(client: httpx.Client, name: str, **body: Any) -> str:
+    """Queue a training job (in-process app or a real replica); its id."""
     response = client.post(f"/models/{name}/train", json=body)
     assert response.status_code == 202, response.text
     assert response.json()["status"] == "queued"
     return response.json()["job_id"]
 
 
-def wait_until(client: TestClient, job_id: str, predicate: Any, timeout: float = 60.0) -> dict[str, Any]:
+def wait_until(client: httpx.Client, job_id: str, predicate: Any, timeout: float = 60.0) -> dict[str, Any]:
+    """Poll ``GET /jobs/{id}`` until ``predicate(job)``; return that record."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = client.get(f"/jobs/{job_id}").json()

@@ -7,10 +7,10 @@ replicas sharing the folder read each other's jobs, and a restart marks failed o
 of a process that is gone, never those another live replica is running.
 
 Storage faults are errors, never deaths: a record that cannot be written (disk full, any ``OSError``)
-stays current in memory and is written again once the disk takes writes; a job whose work fails on
-storage ends ``failed`` with the code ``insufficient_storage``; while records cannot be written the
-worker starts no job (queued ones wait, then run once space is back) and ``ready`` is false. The worker
-thread is supervised: if its loop ever raises, the job it held is failed and the loop starts again.
+stays current in memory and is written again once the disk takes writes; a job whose work or record
+fails on storage ends ``failed`` with the code ``insufficient_storage``; while records cannot be written
+the worker starts no job (queued ones wait, then run once space is back) and ``ready`` is false. The
+worker thread is supervised: if its loop ever raises, the job it held is failed and the loop starts again.
 """
 
 import json
@@ -95,22 +95,21 @@ class JobCancelled(Exception):
 
 
 class JobContext:
-    """What a running job's work may do: report progress, store results, check for cancellation."""
+    """What a running job's work may do: report progress, store results, check for cancellation.
 
-    def __init__(self, manager: "JobManager", job_id: str) -> None:
-        self._manager = manager
+    ``record(job_id, **changes)`` writes to wherever the job's record lives (this process's ``JobManager``,
+    or Redis for a job run by a worker); if it raises (``InsufficientStorage`` when a record cannot be
+    written), the job's work stops there and the job fails with that error.
+    """
+
+    def __init__(self, record: Callable[..., None], job_id: str) -> None:
+        self._record = record
         self.job_id = job_id
         self.cancel_requested = threading.Event()
 
     def update(self, **changes: Any) -> None:
-        """Change fields of the job record (``epoch``, ``history``, ``version``, ``report``).
-
-        Raises ``InsufficientStorage`` when the record cannot be written: the job then fails with that
-        code (its record kept in memory) instead of training on while nothing can be saved.
-        """
-        fault = self._manager._update(self.job_id, **changes)
-        if fault is not None:
-            raise InsufficientStorage.from_os_error(fault)
+        """Change fields of the job record (``epoch``, ``history``, ``version``, ``report``)."""
+        self._record(self.job_id, **changes)
 
     def check_cancelled(self) -> None:
         """Raise ``JobCancelled`` if a cancel was requested."""
@@ -119,6 +118,29 @@ class JobContext:
 
 
 Work = Callable[[JobContext], None]
+
+
+def perform(work: Work, context: JobContext) -> dict[str, Any]:
+    """Run a job's work; return the fields that finish its record (status, finished_at, any error)."""
+    try:
+        work(context)
+    except JobCancelled:
+        return {"status": "cancelled", "finished_at": _now()}
+    except LstmServeError as exc:
+        return _failed(exc)
+    except Exception as exc:  # noqa: BLE001 - a job's failure is reported in its record, not raised
+        fault = storage_fault(exc)
+        if fault is not None:  # a full disk while training or saving: the job's failure, with a code
+            log.warning("Job %s failed on storage: %s", context.job_id, fault)
+            return _failed(InsufficientStorage.from_os_error(fault))
+        log.exception("Job %s failed", context.job_id)
+        error = {"code": "training_failed", "message": f"{type(exc).__name__}: {exc}"}
+        return {"status": "failed", "finished_at": _now(), "error": error}
+    return {"status": "succeeded", "finished_at": _now()}
+
+
+def _failed(exc: LstmServeError) -> dict[str, Any]:
+    return {"status": "failed", "finished_at": _now(), "error": {"code": exc.code, "message": exc.message, "details": exc.details}}
 
 
 #: How long the worker waits before trying the disk again while job records cannot be written.
@@ -216,7 +238,7 @@ class JobManager:
                 raise InsufficientStorage.from_os_error(exc) from exc
             self._storage_ok = True
             self._jobs[job.job_id] = job
-            self._contexts[job.job_id] = JobContext(self, job.job_id)
+            self._contexts[job.job_id] = JobContext(self._record_progress, job.job_id)
         self._flush_unsaved()  # a write just worked: records that could not be written before can be now
         self._queue.put((job.job_id, work))
         return replace(job)
@@ -276,6 +298,13 @@ class JobManager:
             self._done.notify_all()
             return self._save(job)
 
+    def _record_progress(self, job_id: str, **changes: Any) -> None:
+        """A running job's own update: one that cannot be written stops the job (``InsufficientStorage``)
+        instead of letting it train on while nothing can be saved."""
+        fault = self._update(job_id, **changes)
+        if fault is not None:
+            raise InsufficientStorage.from_os_error(fault)
+
     def _save(self, job: Job) -> OSError | None:
         try:
             self._write(job)
@@ -321,7 +350,7 @@ class JobManager:
                 log.exception("The job worker loop failed; starting it again (restart %d)", self.restarts)
                 if self._current is not None:
                     error = {"code": "internal_error", "message": "The job worker failed while running this job."}
-                    self._finish(self._current, "failed", error)
+                    self._finish(self._current, status="failed", finished_at=_now(), error=error)
                 time.sleep(RESTART_PAUSE_S)
 
     def _wait_for_storage(self) -> bool:
@@ -332,10 +361,10 @@ class JobManager:
                 return False
         return True
 
-    def _finish(self, job_id: str, status: JobStatus, error: dict[str, Any] | None = None) -> None:
+    def _finish(self, job_id: str, **outcome: Any) -> None:
         self._current = None
         self._contexts.pop(job_id, None)
-        self._update(job_id, status=status, finished_at=_now(), error=error)
+        self._update(job_id, **outcome)
 
     def _run(self) -> None:
         while (item := self._queue.get()) is not None:
@@ -346,20 +375,4 @@ class JobManager:
                 continue
             self._current = job_id
             self._update(job_id, status="running", started_at=_now())
-            try:
-                work(self._contexts[job_id])
-            except JobCancelled:
-                self._finish(job_id, "cancelled")
-            except LstmServeError as exc:
-                self._finish(job_id, "failed", {"code": exc.code, "message": exc.message, "details": exc.details})
-            except Exception as exc:  # noqa: BLE001 - a job's failure is reported in its record, not raised
-                fault = storage_fault(exc)
-                if fault is not None:
-                    log.warning("Job %s failed on storage: %s", job_id, fault)
-                    error = InsufficientStorage.from_os_error(fault)
-                    self._finish(job_id, "failed", {"code": error.code, "message": error.message, "details": error.details})
-                else:
-                    log.exception("Job %s failed", job_id)
-                    self._finish(job_id, "failed", {"code": "training_failed", "message": f"{type(exc).__name__}: {exc}"})
-            else:
-                self._finish(job_id, "succeeded")
+            self._finish(job_id, **perform(work, self._contexts[job_id]))

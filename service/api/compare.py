@@ -3,33 +3,19 @@
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
-from models.training.comparison import plan_comparison
-from models.errors import InvalidInput, ReportNotReady
-from service.deps import JobsDep, SettingsDep, StoreDep, WriteAccess
+from models.errors import ReportNotReady
+from models.training.job_queue import JobOrder
+from service.deps import JobsDep, WriteAccess
+from service.job_plans import REPORT_PNG
 from service.schemas import CompareRequest, ErrorResponse, JobAccepted
-
-REPORT_PNG = "report.png"
 
 router = APIRouter(tags=["compare"], responses={422: {"model": ErrorResponse}})
 
 
 @router.post("/compare", status_code=202, dependencies=[WriteAccess], responses={429: {"model": ErrorResponse}})
-def compare(body: CompareRequest, jobs: JobsDep, store: StoreDep, settings: SettingsDep) -> JobAccepted:
+def compare(body: CompareRequest, jobs: JobsDep) -> JobAccepted:
     """Train several architectures on the same data; the job's report ranks them and explains why."""
-    if body.architectures and len(set(body.architectures)) != len(body.architectures):
-        raise InvalidInput("List each architecture once.", field="architectures", got=body.architectures)
-    work, total_epochs = plan_comparison(
-        store,
-        lambda job_id: jobs.artifact_path(job_id, REPORT_PNG),
-        architectures=body.architectures,
-        overrides=body.params.model_dump(exclude_none=True),
-        sequences=body.data.sequences if body.data else None,
-        labels=body.data.labels if body.data else None,
-        dataset=body.dataset,
-        settings=body.fit_settings(settings),
-        keep_best_as=body.keep_best_as,
-    )
-    job = jobs.submit("compare", body.keep_best_as, total_epochs, work)
+    job = jobs.enqueue(JobOrder("compare", body.keep_best_as, body))
     return JobAccepted(job_id=job.job_id, model=body.keep_best_as, status=job.status)
 
 

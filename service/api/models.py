@@ -7,7 +7,7 @@ from fastapi import APIRouter, File, Form, Response, UploadFile
 from models.training.upload_inspection import UploadLimits
 from models.training.uploads import import_model
 from models.serving.store import ModelInfo
-from models.training.fitting import plan_training
+from models.training.job_queue import JobOrder
 from service.deps import JobsDep, MetricsDep, ModelName, PredictorDep, SettingsDep, StoreDep, WriteAccess, form_fields
 from service.schemas import (
     ArchitectureName,
@@ -46,19 +46,9 @@ def model_public(info: ModelInfo) -> ModelPublic:
     dependencies=[WriteAccess],
     responses={429: {"model": ErrorResponse}, 507: {"model": ErrorResponse}},
 )
-def train_model(name: ModelName, body: TrainRequest, jobs: JobsDep, store: StoreDep, settings: SettingsDep) -> JobAccepted:
+def train_model(name: ModelName, body: TrainRequest, jobs: JobsDep) -> JobAccepted:
     """Train a new version of a model in the background; poll the returned job."""
-    work = plan_training(
-        store,
-        name,
-        body.architecture,
-        body.params.model_dump(exclude_none=True),
-        sequences=body.data.sequences if body.data else None,
-        labels=body.data.labels if body.data else None,
-        dataset=body.dataset,
-        settings=body.fit_settings(settings),
-    )
-    job = jobs.submit("train", name, body.epochs, work)
+    job = jobs.enqueue(JobOrder("train", name, body))
     return JobAccepted(job_id=job.job_id, model=name, status=job.status)
 
 

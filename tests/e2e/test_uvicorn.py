@@ -54,6 +54,8 @@ def test_serves_trains_stops_cleanly_and_restarts_with_the_same_models(start_ser
     # A small model trained over HTTP.
     job = first.train("e2e", architecture="lstm", dataset="noisy_trend", epochs=2, params={"units": 4})
     assert job["model"] == "e2e" and job["version"] == 1 and len(job["history"]["loss"]) == 2
+    # No JOB_QUEUE: the embedded default trains in the serving process itself, nothing else to start.
+    assert job["owner"].endswith(f":{first.process.pid}")
     trained = first.predict("e2e")
     assert_predictions(trained, "e2e", len(SEQUENCES))
     assert trained["version"] == 1
