@@ -1,7 +1,7 @@
 """A full disk is an error, never a death: a real ``python -m service`` whose MODEL_DIR is a small tmpfs.
 
-While the disk is full: a train request answers 507 ``insufficient_storage`` and leaves no job behind; a
-running job fails with that code (its record kept in memory) and every earlier version is still served;
+While the disk is full: a train request answers 507 ``insufficient_storage`` and leaves no job behind, and
+so does an upload (leaving no version); a running job fails with that code (its record kept in memory) and every earlier version is still served;
 a queued job waits; ``/health/ready`` answers 503. Once space is back, without a restart: ready is 200,
 the queued job and new ones run, and the failed job's record reaches the disk.
 """
@@ -18,6 +18,7 @@ import pytest
 
 from tests.conftest import Start
 from tests.process import ServiceProcess
+from tests.test_models import lstm_model, save
 
 TINY = {"architecture": "lstm", "dataset": "noisy_trend", "params": {"units": 2}, "epochs": 1, "batch_size": 64}
 #: Long enough (tens of seconds on 2 busy cores) to fill the disk while it runs; cancelled at the end if need be.
@@ -63,7 +64,7 @@ def job_until(service: ServiceProcess, job_id: str, statuses: set[str], timeout:
     raise AssertionError(f"job {job_id} never reached {statuses}: {job}\n{service.log_tail()}")
 
 
-def test_full_disk_fails_jobs_cleanly_and_recovers_without_a_restart(start_service: Start, tmpfs: Path) -> None:
+def test_full_disk_fails_jobs_cleanly_and_recovers_without_a_restart(start_service: Start, tmpfs: Path, tmp_path: Path) -> None:
     model_dir = tmpfs / "models"
     service = start_service(model_dir, DEMO_MODEL="false")
     service.wait_ready()
@@ -87,6 +88,9 @@ def test_full_disk_fails_jobs_cleanly_and_recovers_without_a_restart(start_servi
     assert {job["job_id"] for job in service.http.get("/jobs").json()} == {first["job_id"], running, queued}
     assert sorted(p.name for p in (model_dir / ".jobs").iterdir()) == jobs_on_disk
     assert service.http.get("/health/ready").status_code == 503
+    upload = service.http.post("/models/m/load", files={"file": ("m.keras", save(lstm_model(), tmp_path))})
+    assert upload.status_code == 507, upload.text
+    assert upload.json()["error"]["code"] == "insufficient_storage"
 
     # The running job fails on storage at its next record or at its save; the worker lives on.
     failed = job_until(service, running, {"succeeded", "failed", "cancelled"})
