@@ -111,11 +111,11 @@ def test_the_worker_loop_is_restarted_if_it_ever_raises(manager: JobManager, mon
     real_finish = JobManager._finish
     calls = []
 
-    def finish_once_broken(self: JobManager, job_id: str, status: str, error: dict | None = None) -> None:
-        calls.append(status)
+    def finish_once_broken(self: JobManager, job_id: str, **outcome: object) -> None:
+        calls.append(outcome["status"])
         if len(calls) == 1:
             raise RuntimeError("a bug in the bookkeeping")
-        real_finish(self, job_id, status, error)
+        real_finish(self, job_id, **outcome)
 
     monkeypatch.setattr(JobManager, "_finish", finish_once_broken)
     monkeypatch.setattr(jobs_module, "RESTART_PAUSE_S", 0.0)
