@@ -44,23 +44,27 @@ class BoundedHttpProtocol(HttpToolsProtocol):
 
     # --- deadlines -------------------------------------------------------------------------------------
 
-    def _arm(self, seconds: float, message: str) -> None:
+    def _arm(self, seconds: float, message: str, answer: bool = True) -> None:
         self._disarm()
-        self._deadline = self.loop.call_later(seconds, self._refuse, 408, message)
+        self._deadline = self.loop.call_later(seconds, self._expire, message, answer)
 
     def _disarm(self) -> None:
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
 
-    def _refuse(self, status: int, message: str) -> None:
-        """Answer ``status`` (unless a response has begun) and close the connection."""
+    def _expire(self, message: str, answer: bool) -> None:
+        """A deadline passed: 408, unless the app already answered the request whose body is late."""
         self._deadline = None
+        self._refuse(408, message, answer or self.cycle is None or not self.cycle.response_started)
+
+    def _refuse(self, status: int, message: str, answer: bool = True) -> None:
+        """Answer ``status`` (if ``answer``) and close the connection."""
         self._refused = True
         if self.transport.is_closing():
             return
         log.info("Closing connection from %s: %s", self.client, message)
-        if self.cycle is None or self.cycle.response_complete or not self.cycle.response_started:
+        if answer:
             body = json.dumps({"error": {"code": _CODES[status], "message": message, "details": {}}}).encode()
             head = (
                 f"HTTP/1.1 {status} {_REASONS[status].decode()}\r\ncontent-type: application/json\r\n"
@@ -110,7 +114,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         if self._refused:
             return
-        self._arm(self.body_timeout_s, f"The request body did not arrive within {self.body_timeout_s:g} s.")
+        self._arm(self.body_timeout_s, f"The request body did not arrive within {self.body_timeout_s:g} s.", answer=False)
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:

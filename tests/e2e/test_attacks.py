@@ -455,3 +455,18 @@ def test_an_oversized_head_is_431(service: ServiceProcess) -> None:
         answer = _response_head(sock)
     assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
     assert service.http.get("/health/live").status_code == 200
+
+
+def test_a_body_left_unfinished_after_an_early_answer_gets_no_second_answer(service: ServiceProcess) -> None:
+    """413 is answered before the body is read; the body deadline then only closes the connection."""
+    with socket.create_connection(("127.0.0.1", service.port)) as sock:
+        sock.sendall(
+            f"POST /models/m-lstm/predict HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n".encode()
+            + b"Content-Type: application/json\r\nContent-Length: 20000000\r\n\r\n{"
+        )
+        sock.settimeout(BODY_TIMEOUT_S + 10)
+        received = b""
+        while chunk := sock.recv(65536):  # until the server closes the connection
+            received += chunk
+    assert received.startswith(b"HTTP/1.1 413 "), received[:200]
+    assert received.count(b"HTTP/1.1 ") == 1, received
