@@ -53,7 +53,7 @@ ENV MODEL_DIR=/data/models \
     PORT=8000
 
 VOLUME ["/data"]
-EXPOSE 8000
+EXPOSE 8000 8001
 
 USER 10001:10001
 WORKDIR /home/app

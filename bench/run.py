@@ -15,7 +15,12 @@ and drives each with the same closed-loop ``wrk`` load (one 50-step float sequen
 1, 8 and 32 connections. Rounds are interleaved (every server at every connection count, then again),
 so slow drifts of this shared machine hit every server alike; each cell reports the median over rounds.
 Then it steps 256 sessions round-robin on lstm-serve, and measures session memory on a fresh process.
+KServe V2 inference is measured over gRPC beside HTTP on the same lstm-serve process (``bench.v2_load``:
+one asyncio Python client for both, since wrk speaks no gRPC; compare them by server CPU per request).
 Results go to stdout and ``bench/results.md``. Every process started here is killed in a ``finally``.
+
+``--peers`` runs the peer benchmark instead (``bench/peers/runner.py``): the same model and load against
+KServe, BentoML, LitServe, a hand-written FastAPI + onnxruntime endpoint and two floors.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -41,6 +47,10 @@ from typing import Any
 
 import httpx
 import numpy as np
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench import v2_load  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results.md"
@@ -75,6 +85,13 @@ wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = [==[@BODY@]==]
 """ + _WRK_DONE
+
+
+def write_predict_script(path: Path, body: str) -> Path:
+    """A wrk script at ``path`` that POSTs ``body`` (JSON) on every request; returns ``path``."""
+    path.write_text(_PREDICT_LUA.replace("@BODY@", body))
+    return path
+
 
 #: Round-robin over the session ids in ``ids.lua``; wrk thread k of n takes ids k, k+n, k+2n, ... so two
 #: threads never step the same session at once.
@@ -155,14 +172,31 @@ class Server:
         raise RuntimeError("no VmRSS line")
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time of the server process (all its threads) so far, from /proc."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """User + system CPU time of the server's process tree so far (every thread of the process and of its
+        live descendants, plus the descendants they have reaped), from /proc. Some servers (BentoML, LitServe)
+        answer from worker processes: the process alone would miss their work."""
+        total = 0
+        for pid in process_tree(self.pid):
+            try:
+                fields = _stat_fields(pid)
+            except OSError:  # exited since the tree was listed
+                continue
+            total += sum(int(fields[i]) for i in (11, 12, 13, 14))  # utime, stime, cutime, cstime
+        return total / os.sysconf("SC_CLK_TCK")
+
+    def pause(self) -> None:
+        """SIGSTOP the whole process tree, so it takes no CPU while another server is measured."""
+        _signal_tree(self.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT the whole process tree (harmless when it runs)."""
+        _signal_tree(self.pid, signal.SIGCONT)
 
     def stop(self) -> None:
         """SIGTERM the process group, SIGKILL it if it lingers."""
         self.http.close()
         if self.process.poll() is None:
+            self.resume()  # a stopped process would not act on SIGTERM
             try:
                 os.killpg(self.process.pid, signal.SIGTERM)
             except ProcessLookupError:
@@ -178,6 +212,45 @@ class Server:
         self._log.close()
 
 
+def _stat_fields(pid: int) -> list[str]:
+    """The fields of ``/proc/<pid>/stat`` after the command name (index 0 is the state, 1 the parent id)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` first, then its live descendants, found through the parent ids in /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                children.setdefault(int(_stat_fields(int(entry.name))[1]), []).append(int(entry.name))
+            except OSError:  # exited while listing
+                continue
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, ()))
+    return tree
+
+
+def _signal_tree(root: int, signum: int) -> None:
+    for pid in process_tree(root):
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+
+def stop_all(servers: Iterable[Server]) -> None:
+    """Stop every server; a failure is reported, not raised, so the others still stop."""
+    for server in servers:
+        try:
+            server.stop()
+        except Exception as exc:  # noqa: BLE001 - keep stopping the others
+            print(f"could not stop {server.label}: {exc}", file=sys.stderr)
+
+
 def base_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("API_KEY", "API_KEY_ALL")}
     env.update(PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
@@ -185,19 +258,28 @@ def base_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def start_lstm_serve(label: str, model_dir: Path, workdir: Path, **extra: str) -> Server:
+def start_lstm_serve(
+    label: str, model_dir: Path, workdir: Path, log_level: str | None = "warning", **extra: str
+) -> Server:
+    """``python -m service`` on ``model_dir``; ``log_level=None`` leaves the service's default logging. gRPC only
+    when ``GRPC_PORT`` is given (the default 8001 may be taken on this machine)."""
     env = base_env(
         HOST="127.0.0.1", PORT=str(free_port()), MODEL_DIR=str(model_dir), DEMO_MODEL="false",
-        SESSION_STORE="memory", LOG_LEVEL="warning", **extra,
+        SESSION_STORE="memory", **{"GRPC_PORT": "0", **extra},
     )
+    if log_level is None:
+        env.pop("LOG_LEVEL", None)
+    else:
+        env["LOG_LEVEL"] = log_level
     return Server(label, [sys.executable, "-m", "service"], env, workdir)
 
 
-def start_uvicorn(label: str, app: str, workdir: Path, **extra: str) -> Server:
+def start_uvicorn(label: str, app: str, workdir: Path, python: str = sys.executable, **extra: str) -> Server:
+    """``app`` on uvicorn (one worker, access log off), run by ``python`` (default: this interpreter)."""
     port = free_port()
     env = base_env(PORT=str(port), **extra)
     argv = [
-        sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
+        python, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
         "--workers", "1", "--log-level", "warning",
     ]
     return Server(label, argv, env, workdir)
@@ -246,9 +328,20 @@ def run_wrk(
     cpu_before = server.cpu_seconds() if server else 0.0
     done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 90)
     cpu = server.cpu_seconds() - cpu_before if server else float("nan")
-    line = next((l for l in done.stdout.splitlines() if l.startswith("BENCH_JSON ")), None)
-    if done.returncode != 0 or line is None:
-        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stdout}\n{done.stderr}")
+    try:
+        if done.returncode != 0:
+            raise ValueError(f"exit status {done.returncode}")
+        return parse_wrk(done.stdout, cpu)
+    except ValueError as exc:
+        raise RuntimeError(f"wrk failed ({exc}): {done.stdout}\n{done.stderr}") from None
+
+
+def parse_wrk(stdout: str, server_cpu_seconds: float = float("nan")) -> WrkResult:
+    """One run's result from wrk's output (the ``BENCH_JSON`` line of our Lua ``done``) and the CPU time the
+    server spent during it; ValueError when the line is missing."""
+    line = next((l for l in stdout.splitlines() if l.startswith("BENCH_JSON ")), None)
+    if line is None:
+        raise ValueError("no BENCH_JSON line")
     raw = json.loads(line.removeprefix("BENCH_JSON "))
     sockets = raw["connect"] + raw["read"] + raw["write"] + raw["timeout"]
     return WrkResult(
@@ -258,7 +351,7 @@ def run_wrk(
         requests=raw["requests"],
         status_errors=raw["status"],
         socket_errors=sockets,
-        cpu_ms_per_request=cpu * 1000.0 / raw["requests"] if raw["requests"] else float("nan"),
+        cpu_ms_per_request=server_cpu_seconds * 1000.0 / raw["requests"] if raw["requests"] else float("nan"),
         raw=raw,
     )
 
@@ -300,6 +393,9 @@ class Cell:
         values = [r.rps for r in self.runs]
         return f"{min(values):.0f}-{max(values):.0f}" if len(values) > 1 else "-"
 
+
+#: Table rows of the V2 infer loads, by transport.
+V2_ROWS = {"http": "lstm-serve v2 http", "grpc": "lstm-serve v2 grpc"}
 
 # --------------------------------------------------------------------------------------------------
 # Steps of the benchmark
@@ -345,6 +441,26 @@ def train_model(model_dir: Path, workdir: Path) -> Path:
             raise RuntimeError(f"no model.keras under {model_dir / MODEL_NAME}")
         path = found[-1]
     return path
+
+
+def run_v2(kind: str, server: Server, grpc_port: int, connections: int, duration: float) -> WrkResult:
+    """One V2 infer load (``grpc`` or ``http``) on lstm-serve, as a ``WrkResult`` row with the server's CPU per request."""
+    target = f"127.0.0.1:{grpc_port}" if kind == "grpc" else server.url
+    cpu_before = server.cpu_seconds()
+    load, probability = v2_load.run(kind, target, MODEL_NAME, SEQUENCE, connections, duration)
+    cpu = server.cpu_seconds() - cpu_before
+    if not math.isfinite(probability) or not 0.0 <= probability <= 1.0:
+        raise RuntimeError(f"V2 {kind} answered {probability}")
+    return WrkResult(
+        rps=load.rps,
+        p50_ms=load.percentile(50),
+        p99_ms=load.percentile(99),
+        requests=load.requests,
+        status_errors=load.errors,
+        socket_errors=0,
+        cpu_ms_per_request=cpu * 1000.0 / load.requests if load.requests else float("nan"),
+        raw={"probability": probability},
+    )
 
 
 def check_predict_servers(servers: dict[str, Server]) -> dict[str, float]:
@@ -459,8 +575,55 @@ def git_revision() -> str:
     return f"{head} + {len(dirty)} uncommitted file(s) in service/ and models/" if dirty else f"{head} (clean service/ and models/)"
 
 
+def publish(report: str, output: Path) -> None:
+    """Print the Markdown report and write it to ``output``."""
+    print()
+    print(report)
+    output.write_text(report)
+    print(f"(written to {output})")
+
+
 def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}x" if b else "n/a"
+
+
+#: The long table of every (server, connections) cell; rows from ``table_row``.
+TABLE_HEADER = [
+    "| server | connections | req/s | p50 ms | p99 ms | errors | server CPU ms/req | req/s range |",
+    "|---|---:|---:|---:|---:|---|---:|---|",
+]
+
+
+def table_row(server: str, connections: int, cell: Cell) -> str:
+    """One row of ``TABLE_HEADER``'s table: the medians of ``cell``."""
+    return (
+        f"| {server} | {connections} | {cell.rps:,.0f} | {cell.p50:.2f} | {cell.p99:.2f} | {cell.errors} "
+        f"| {cell.cpu_ms:.3f} | {cell.spread} |"
+    )
+
+
+def environment_lines(meta: dict[str, str]) -> list[str]:
+    """The report's first lines: when, on what machine (and how loaded), which commit."""
+    return [
+        f"- Date: {meta['date']}",
+        f"- CPU: {meta['cpu']}, {meta['cores']} cores (shared by the servers and wrk), load average at start {meta['load']}",
+        f"- Code: {meta['git']}",
+    ]
+
+
+def collect_meta(wrk: str, duration: float, repeats: int) -> dict[str, str]:
+    """What the report says about this run: date, machine, load, wrk's version, run length, commit."""
+    wrk_version = subprocess.run([wrk, "--version"], capture_output=True, text=True).stdout.splitlines()[0].split("Copyright")[0].strip()
+    return {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": cpu_model(),
+        "cores": str(os.cpu_count()),
+        "load": load_average(),
+        "wrk": wrk_version,
+        "duration": f"{duration:g}",
+        "repeats": str(repeats),
+        "git": git_revision(),
+    }
 
 
 def render(
@@ -474,9 +637,7 @@ def render(
     lines = [
         "# lstm-serve benchmark",
         "",
-        f"- Date: {meta['date']}",
-        f"- CPU: {meta['cpu']}, {meta['cores']} cores (shared by the servers and wrk), load average at start {meta['load']}",
-        f"- Code: {meta['git']}",
+        *environment_lines(meta),
         f"- Python {platform.python_version()}, {meta['wrk']}; one uvicorn worker per server, loopback",
         f"- Load: closed-loop wrk, {meta['duration']} s per run, {meta['repeats']} interleaved round(s); "
         "each cell is the median over rounds (req/s range in the last column). Server CPU ms/req is the server "
@@ -486,19 +647,16 @@ def render(
         "- Step body: `{\"values\": [0.5]}`, round-robin over "
         f"{meta['n_sessions']} sessions",
         "",
-        "| server | connections | req/s | p50 ms | p99 ms | errors | server CPU ms/req | req/s range |",
-        "|---|---:|---:|---:|---:|---|---:|---|",
+        *TABLE_HEADER,
     ]
     order = ["lstm-serve", "naive", "null"]
-    for server in order + ["lstm-serve steps"]:
+    for server in order + ["lstm-serve steps"] + list(V2_ROWS.values()):
         conns = step_connections if server == "lstm-serve steps" else connections
         for c in conns:
             cell = cells.get((server, c))
             if cell is None or not cell.runs:
                 continue
-            lines.append(
-                f"| {server} | {c} | {cell.rps:,.0f} | {cell.p50:.2f} | {cell.p99:.2f} | {cell.errors} | {cell.cpu_ms:.3f} | {cell.spread} |"
-            )
+            lines.append(table_row(server, c, cell))
     lines += ["", "Ratios (req/s, medians from this run):", "", "| connections | lstm-serve / naive | lstm-serve / null | steps / predict |",
               "|---:|---:|---:|---:|"]
     for c in connections:
@@ -514,6 +672,14 @@ def render(
         share = st.rps / ls.rps
         verdict = "meets" if share >= 0.70 else "MISSES"
         lines += ["", f"Steps at {top} connections: {share:.0%} of predict throughput ({verdict} the >= 70 % target)."]
+    v2 = [(c, cells.get((V2_ROWS["http"], c)), cells.get((V2_ROWS["grpc"], c))) for c in connections]
+    if any(h and g and h.runs and g.runs for _, h, g in v2):
+        lines += ["", "KServe V2 infer, gRPC beside HTTP (binary tensors, the same Python asyncio client for both; "
+                  "the client caps req/s, so server CPU per request is the fairer comparison):", "",
+                  "| concurrency | gRPC / HTTP req/s | server CPU ms/req HTTP | gRPC |", "|---:|---:|---:|---:|"]
+        for c, h, g in v2:
+            if h and g and h.runs and g.runs:
+                lines.append(f"| {c} | {ratio(g.rps, h.rps)} | {h.cpu_ms:.3f} | {g.cpu_ms:.3f} |")
     if memory:
         per = memory["bytes_per_session"]
         verdict = "meets" if per <= 1024 else "MISSES"
@@ -542,27 +708,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sessions", type=int, default=256, help="sessions stepped round-robin (default 256)")
     parser.add_argument("--memory-sessions", type=int, default=10_000, help="sessions for the memory check")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 s runs, 1 round, 1,000 memory sessions")
-    parser.add_argument("--output", type=Path, default=RESULTS, help="Markdown output (default bench/results.md)")
+    parser.add_argument(
+        "--output", type=Path, default=None,
+        help="Markdown output (default bench/results.md; with --peers bench/results-peers.md)",
+    )
+    parser.add_argument(
+        "--peers", action="store_true",
+        help="instead: lstm-serve against KServe, BentoML, LitServe, a hand-written FastAPI + onnxruntime endpoint "
+        "and two floors (bench/peers/; one virtual environment per peer, made on first use)",
+    )
+    parser.add_argument(
+        "--venv-cache", type=Path, default=None,
+        help="where --peers keeps the peers' virtual environments (default ~/.cache/lstm-serve-bench)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.repeats = 2.0, 1
         args.memory_sessions = min(args.memory_sessions, 1000)
+    if args.peers:
+        if str(ROOT) not in sys.path:  # run as a script: only bench/ is on the path
+            sys.path.insert(0, str(ROOT))
+        from bench.peers.runner import run_peers
+
+        return run_peers(args)
+    args.output = args.output or RESULTS
     connections = [int(c) for c in args.connections.split(",")]
     step_connections = [int(c) for c in args.step_connections.split(",")]
 
     wrk = ensure_wrk()
-    wrk_version = subprocess.run([wrk, "--version"], capture_output=True, text=True).stdout.splitlines()[0].split("Copyright")[0].strip()
-    meta = {
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "cpu": cpu_model(),
-        "cores": str(os.cpu_count()),
-        "load": load_average(),
-        "wrk": wrk_version,
-        "duration": f"{args.duration:g}",
-        "repeats": str(args.repeats),
-        "n_sessions": str(args.sessions),
-        "git": git_revision(),
-    }
+    meta = collect_meta(wrk, args.duration, args.repeats) | {"n_sessions": str(args.sessions)}
     print(f"{meta['date']} | {meta['cpu']} x{meta['cores']} | load {meta['load']}", flush=True)
 
     started: list[Server] = []
@@ -577,8 +751,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  model file: {keras_path}", flush=True)
 
         servers: dict[str, Server] = {}
+        grpc_port = free_port()
         for label, start in (
-            ("lstm-serve", lambda: start_lstm_serve("lstm-serve", model_dir, tmp)),
+            ("lstm-serve", lambda: start_lstm_serve("lstm-serve", model_dir, tmp, GRPC_PORT=str(grpc_port))),
             ("naive", lambda: start_uvicorn("naive", "bench.naive_server:app", tmp, BENCH_MODEL_PATH=str(keras_path))),
             ("null", lambda: start_uvicorn("null", "bench.null_server:app", tmp)),
         ):
@@ -589,8 +764,7 @@ def main(argv: list[str] | None = None) -> int:
         probabilities = check_predict_servers(servers)
         print(f"  all three answer; probabilities {probabilities}", flush=True)
 
-        predict_lua = tmp / "predict.lua"
-        predict_lua.write_text(_PREDICT_LUA.replace("@BODY@", PREDICT_BODY))
+        predict_lua = write_predict_script(tmp / "predict.lua", PREDICT_BODY)
         ids = create_sessions(servers["lstm-serve"], args.sessions)
         ids_lua = tmp / "ids.lua"
         ids_lua.write_text("return {" + ",".join(json.dumps(i) for i in ids) + "}\n")
@@ -615,6 +789,12 @@ def main(argv: list[str] | None = None) -> int:
                     cells.setdefault((label, c), Cell(label, c)).runs.append(result)
                     print(f"  round {round_no} {label:10s} c={c:<3d} {result.rps:9.1f} req/s  p50 {result.p50_ms:7.2f} ms"
                           f"  p99 {result.p99_ms:7.2f} ms  cpu {result.cpu_ms_per_request:6.3f} ms/req  errors {result.status_errors}+{result.socket_errors}", flush=True)
+            for c in connections:
+                for kind, row in V2_ROWS.items():
+                    result = run_v2(kind, servers["lstm-serve"], grpc_port, c, args.duration)
+                    cells.setdefault((row, c), Cell(row, c)).runs.append(result)
+                    print(f"  round {round_no} {row:18s} c={c:<3d} {result.rps:9.1f} req/s  p50 {result.p50_ms:7.2f} ms"
+                          f"  p99 {result.p99_ms:7.2f} ms  cpu {result.cpu_ms_per_request:6.3f} ms/req  errors {result.status_errors}", flush=True)
             for c in step_connections:
                 result = run_wrk(wrk, servers["lstm-serve"].url, step_lua[c], c, args.duration, args.threads, servers["lstm-serve"])
                 cells.setdefault(("lstm-serve steps", c), Cell("lstm-serve steps", c)).runs.append(result)
@@ -626,18 +806,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Session memory: {args.memory_sessions:,} sessions on a fresh lstm-serve ...", flush=True)
         memory = measure_session_memory(model_dir, tmp, args.memory_sessions)
     finally:
-        for server in started:
-            try:
-                server.stop()
-            except Exception as exc:  # noqa: BLE001 - keep stopping the others
-                print(f"could not stop {server.label}: {exc}", file=sys.stderr)
+        stop_all(started)
         shutil.rmtree(tmp, ignore_errors=True)
 
-    report = render(cells, connections, step_connections, memory, meta, probabilities)
-    print()
-    print(report)
-    args.output.write_text(report)
-    print(f"(written to {args.output})")
+    publish(render(cells, connections, step_connections, memory, meta, probabilities), args.output)
     return 0
 
 

@@ -28,6 +28,7 @@ NUMBER_EXPECTED = f"a finite number within float32 range (|x| <= {FLOAT32_MAX:.7
 
 def check_number(value: Any, field: str) -> float:
     """The rule for one number sent by a client: a real number (not a boolean), finite, within float32.
+    Returns it as sent (an integer stays an integer, for token ids).
 
     Integers are compared before conversion, so one with 400 digits is refused rather than overflowing.
     """
@@ -39,7 +40,7 @@ def check_number(value: Any, field: str) -> float:
         fits = math.isfinite(value) and abs(value) <= FLOAT32_MAX
     if not fits:
         raise InvalidInput(f"{field}: expected {NUMBER_EXPECTED}, got {describe(value)}.", field=field, expected=NUMBER_EXPECTED, got=describe(value))
-    return float(value)
+    return value
 
 
 def describe(value: Any) -> str:

@@ -16,13 +16,17 @@ from models.serving.session_service import SessionService
 from models.serving.store import ModelStore
 from models.training.job_queue import InProcessJobs, JobOrder
 from models.training.redis_jobs import RedisJobQueue
-from service.api import catalog, compare, docs, health, jobs, kserve, models, sessions, tfserving, ui
+from service.api import catalog, compare, docs, health, jobs, models, sessions, ui
 from service.config import Settings, get_settings
 from service.deps import ReadAccess
 from service.errors import install_error_handlers
 from service.fastpath import FastPath
 from service.job_plans import plan_job
 from service.limits import BodySizeLimit
+from service.protocols.kserve_v2 import routes as kserve_v2
+from service.protocols.kserve_v2.dataplane import V2DataPlane
+from service.protocols.kserve_v2.grpc_server import GrpcServer
+from service.protocols.tfserving import routes as tfserving
 from service.schemas import ErrorResponse, TrainRequest
 from service.metrics import Metrics, MetricsMiddleware
 from service.worker import run_job
@@ -95,17 +99,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             default_ttl_s=settings.session_ttl_s,
             max_sessions=settings.max_sessions,
         )
+        app.state.v2 = V2DataPlane(store, app.state.predictor, app.state.sessions, metrics, app.version)
+        grpc_server = GrpcServer(app.state.v2, settings) if settings.grpc_port else None
         # Everything alive now (TensorFlow, Keras, the loaded models) lives as long as the process; moving it
         # out of the collector's reach keeps full collections short: they caused p99 spikes of 100-200 ms
         # at 32 connections (bench/). Collect first so no garbage is frozen with it.
         gc.collect()
         gc.freeze()
         try:
+            if grpc_server is not None:
+                await grpc_server.start()
             async with anyio.create_task_group() as background:
                 background.start_soon(app.state.sessions.reap_forever, settings.session_reap_interval_s)
                 yield
                 background.cancel_scope.cancel()
         finally:
+            if grpc_server is not None:
+                await grpc_server.stop()
             batcher.close()
             await app.state.sessions.store.close()
             await anyio.to_thread.run_sync(jobs.close)
@@ -115,7 +125,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Train, compare and serve five Keras LSTM architectures for binary sequence classification.",
         lifespan=lifespan,
-        # Served by service.api.docs behind the read-access check instead (FastAPI's own are unguarded).
+        # service.api.docs serves these behind the read-access check, from installed assets (no CDN): FastAPI's
+        # own (and FastAPIOffline's) are routes no router dependency reaches, open even under API_KEY_ALL.
         openapi_url=None,
         docs_url=None,
         redoc_url=None,
@@ -129,12 +140,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.metrics_router, dependencies=[ReadAccess])
     app.include_router(docs.router, dependencies=[ReadAccess])
     app.include_router(ui.router, include_in_schema=False, dependencies=[ReadAccess])
-    app.include_router(kserve.health_router)
+    app.include_router(kserve_v2.health_router)
     # Any native route may answer 401 (API_KEY, API_KEY_ALL) and 413 (MAX_BODY_BYTES) in the error format.
     guarded = {401: {"model": ErrorResponse}, 413: {"model": ErrorResponse}}
     for router in (catalog.router, models.router, jobs.router, sessions.router, compare.router):
         app.include_router(router, dependencies=[ReadAccess], responses=guarded)
-    for router in (tfserving.router, kserve.router):
+    for router in (tfserving.router, kserve_v2.router):
         app.include_router(router, dependencies=[ReadAccess])
     return app
 

@@ -1,4 +1,4 @@
-"""``lstm-serve``: a thin command-line client of the HTTP API (the contract is ``API.md`` in the shared folder).
+"""``lstm-serve``: a thin command-line client of the HTTP API (the contract is ``docs/api.md``).
 
 Every subcommand talks to a running service over HTTP (``--url``, default ``$LSTM_SERVE_URL`` or
 http://127.0.0.1:8000), except ``serve``, which runs the service in this process, and ``worker``, which runs
@@ -484,7 +484,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lstm-serve", description="Train, compare and query an lstm-serve service.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = commands.add_parser("serve", parents=[common], help="run the service in this process")
+    # Only the client commands take --url and --api-key: `serve` is configured by HOST, PORT, API_KEY, ... itself.
+    serve = commands.add_parser("serve", help="run the service in this process")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--model-dir")

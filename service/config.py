@@ -15,6 +15,7 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    grpc_port: int = Field(8001, ge=0, le=65535, description="KServe V2 gRPC port on HOST; 0 turns gRPC off")
     model_dir: Path = Path("var/models")
     session_store: str = Field("memory", description="'memory' or a redis:// URL")
     job_queue: str | None = Field(

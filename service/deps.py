@@ -4,7 +4,6 @@ All are ``async def``: none blocks, and FastAPI would run a plain ``def`` depend
 a hop that cost more than the whole model call (measured in bench/).
 """
 
-import secrets
 from typing import Annotated, Any
 
 from fastapi import Depends, Path, Request
@@ -14,9 +13,11 @@ from models.training.job_queue import JobQueue
 from models.serving.predictor import Predictor
 from models.serving.session_service import SessionService
 from models.serving.store import ModelStore
+from service.auth import bearer_matches
 from service.config import Settings
 from service.errors import Unauthorized
 from service.metrics import Metrics
+from service.protocols.kserve_v2.dataplane import V2DataPlane
 from service.schemas import NAME_PATTERN
 
 
@@ -44,19 +45,23 @@ async def get_sessions(request: Request) -> SessionService:
     return request.app.state.sessions
 
 
+async def get_v2(request: Request) -> V2DataPlane:
+    return request.app.state.v2
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[ModelStore, Depends(get_store)]
 JobsDep = Annotated[JobQueue, Depends(get_jobs)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 PredictorDep = Annotated[Predictor, Depends(get_predictor)]
 SessionsDep = Annotated[SessionService, Depends(get_sessions)]
+V2Dep = Annotated[V2DataPlane, Depends(get_v2)]
 
 ModelName = Annotated[str, Path(pattern=NAME_PATTERN, description="Model name", examples=["demo"])]
 
 
 def _check_bearer(request: Request, key: str) -> None:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not secrets.compare_digest(token.encode(), key.encode()):
+    if not bearer_matches(request.headers.get("authorization", ""), key):
         raise Unauthorized
 
 

@@ -1,10 +1,12 @@
-"""The one place where errors become HTTP responses.
+"""The one place where errors become ``Problem``s, and the native format they are rendered in.
 
-Native routes answer ``{"error": {"code", "message", "details"}}``; the TF Serving (``/v1/``) and
-KServe V2 (``/v2/``) compatibility routes answer ``{"error": "<message>"}`` as those protocols do.
+``problem_of`` maps every exception (domain errors, validation, auth, HTTP, Redis, the unexpected) to a
+status, code, message and details. Native routes answer ``{"error": {"code", "message", "details"}}``;
+each compatibility protocol renders the same ``Problem`` in its own format (``service.protocols``).
 """
 
 import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -51,15 +53,25 @@ def status_for(exc: LstmServeError) -> int:
     return 500
 
 
-def error_response(request: Request, status: int, code: str, message: str, details: dict[str, Any] | None = None) -> JSONResponse:
-    """The error body in the format of the protocol the request was made in."""
-    path = request.url.path
-    if path.startswith(("/v1/", "/v2/")) or path == "/v2":
-        # TF Serving and KServe answer an invalid argument with 400, where native routes use 422.
-        return JSONResponse({"error": message}, status_code=400 if status == 422 else status)
-    body = {"error": {"code": code, "message": message, "details": details or {}}}
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse(body, status_code=status, headers=headers)
+@dataclass(frozen=True)
+class Problem:
+    """An error as every protocol needs it: HTTP status, machine-readable code, a sentence, ``details``.
+
+    Each protocol renders it in its own format: the native JSON here (``native_response``), TF Serving and
+    KServe V2 in their packages under ``service.protocols``, gRPC as a status code.
+    """
+
+    status: int
+    code: str
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def native_response(problem: Problem) -> JSONResponse:
+    """The native error body: ``{"error": {"code", "message", "details"}}``."""
+    body = {"error": {"code": problem.code, "message": problem.message, "details": problem.details}}
+    headers = {"WWW-Authenticate": "Bearer"} if problem.status == 401 else None
+    return JSONResponse(body, status_code=problem.status, headers=headers)
 
 
 def _shorten(value: Any) -> Any:
@@ -105,46 +117,44 @@ def validation_details(errors: list[dict[str, Any]]) -> dict[str, Any]:
     return {**problems[0], "errors": problems[:20]} if problems else {}
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Register one handler per error family on ``app``."""
-
-    @app.exception_handler(LstmServeError)
-    async def domain_error(request: Request, exc: LstmServeError) -> JSONResponse:
-        details = {k: _shorten(v) for k, v in exc.details.items()}
-        return error_response(request, status_for(exc), exc.code, exc.message, details)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+def problem_of(exc: Exception, request: Request | None = None) -> Problem:
+    """The one table from an exception to a ``Problem``; ``request`` names the path of an unmatched route."""
+    if isinstance(exc, LstmServeError):
+        return Problem(status_for(exc), exc.code, exc.message, {k: _shorten(v) for k, v in exc.details.items()})
+    if isinstance(exc, RequestValidationError):
         details = validation_details(list(exc.errors()))
         message = f"Invalid request: {details.get('field', 'body')}: {details.get('expected', 'invalid value')}."
-        return error_response(request, 422, "validation_error", message, details)
+        return Problem(422, "validation_error", message, details)
+    if isinstance(exc, Unauthorized):
+        return Problem(401, "unauthorized", "Send 'Authorization: Bearer <API_KEY>' for this route.")
+    if isinstance(exc, StarletteHTTPException):
+        return _http_problem(exc, request)
+    if isinstance(exc, RedisError):
+        log.warning("Session store error: %s", exc)
+        return Problem(503, "session_store_unavailable", "The session store (Redis) did not answer; retry shortly.")
+    where = f" on {request.method} {request.url.path}" if request is not None else ""
+    log.error("Unhandled error%s", where, exc_info=exc)
+    return Problem(500, "internal_error", "An unexpected error occurred; it has been logged.")
 
-    @app.exception_handler(Unauthorized)
-    async def unauthorized(request: Request, exc: Unauthorized) -> JSONResponse:
-        return error_response(request, 401, "unauthorized", "Send 'Authorization: Bearer <API_KEY>' for this route.")
 
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        if exc.status_code == 400 and exc.detail == _UNPARSEABLE_BODY:
-            # FastAPI's answer to a body that is not even text (e.g. not UTF-8): malformed JSON, so 422.
-            problem = {"field": "body", "expected": "valid JSON in UTF-8", "got": "undecodable bytes"}
-            details = {**problem, "errors": [problem]}
-            return error_response(request, 422, "validation_error", "Invalid request: body: not valid JSON.", details)
-        code = _HTTP_CODES.get(exc.status_code, "http_error")
-        if exc.status_code in (404, 405) and exc.detail in ("Not Found", "Method Not Allowed"):
-            # No route matched (e.g. a name holding '/', as an encoded '../x' does): say which request.
-            message = f"No route {request.method} {request.url.path} ({str(exc.detail).lower()})."
-            return error_response(request, exc.status_code, code, message, {"method": request.method, "path": request.url.path})
-        return error_response(request, exc.status_code, code, str(exc.detail))
+def _http_problem(exc: StarletteHTTPException, request: Request | None) -> Problem:
+    if exc.status_code == 400 and exc.detail == _UNPARSEABLE_BODY:
+        # FastAPI's answer to a body that is not even text (e.g. not UTF-8): malformed JSON, so 422.
+        problem = {"field": "body", "expected": "valid JSON in UTF-8", "got": "undecodable bytes"}
+        return Problem(422, "validation_error", "Invalid request: body: not valid JSON.", {**problem, "errors": [problem]})
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    if request is not None and exc.status_code in (404, 405) and exc.detail in ("Not Found", "Method Not Allowed"):
+        # No route matched (e.g. a name holding '/', as an encoded '../x' does): say which request.
+        message = f"No route {request.method} {request.url.path} ({str(exc.detail).lower()})."
+        return Problem(exc.status_code, code, message, {"method": request.method, "path": request.url.path})
+    return Problem(exc.status_code, code, str(exc.detail))
 
-    @app.exception_handler(RedisError)
-    async def session_store_down(request: Request, exc: RedisError) -> JSONResponse:
-        log.warning("Session store error on %s: %s", request.url.path, exc)
-        return error_response(
-            request, 503, "session_store_unavailable", "The session store (Redis) did not answer; retry shortly."
-        )
 
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("Unhandled error on %s %s", request.method, request.url.path)
-        return error_response(request, 500, "internal_error", "An unexpected error occurred; it has been logged.")
+def install_error_handlers(app: FastAPI) -> None:
+    """Answer every error of the native routes in the native format (protocol routes render their own)."""
+
+    async def handle(request: Request, exc: Exception) -> JSONResponse:
+        return native_response(problem_of(exc, request))
+
+    for family in (LstmServeError, RequestValidationError, Unauthorized, StarletteHTTPException, RedisError, Exception):
+        app.add_exception_handler(family, handle)

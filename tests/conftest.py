@@ -30,8 +30,9 @@ TRAINED = {
 
 
 def make_settings(model_dir: Path, **overrides: Any) -> Settings:
-    """Settings for a test app: its own model folder, no demo model, other values as given."""
-    return Settings(model_dir=model_dir, demo_model=False, **overrides)
+    """Settings for a test app: its own model folder, no demo model, no gRPC port (many apps run at once), other
+    values as given."""
+    return Settings(**{"model_dir": model_dir, "demo_model": False, "grpc_port": 0, **overrides})
 
 
 @pytest.fixture

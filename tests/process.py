@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import redis
 
 from service.config import Settings
 from tests.test_deploy import WORKER_COMMAND, dockerfile_cmd
@@ -132,7 +133,8 @@ def service_env(model_dir: Path, **overrides: str) -> dict[str, str]:
     """The process environment: this one without any service setting, then the given ones."""
     env = {key: value for key, value in os.environ.items()
            if key.upper() not in {name.upper() for name in Settings.model_fields}}
-    env.update(HOST="127.0.0.1", PORT=str(free_port()), MODEL_DIR=str(model_dir), PYTHONUNBUFFERED="1")
+    # No gRPC unless asked (GRPC_PORT=<free_port()>): replicas on one machine would all bind the default 8001.
+    env.update(HOST="127.0.0.1", PORT=str(free_port()), GRPC_PORT="0", MODEL_DIR=str(model_dir), PYTHONUNBUFFERED="1")
     env.update(overrides)
     return env
 
@@ -149,3 +151,11 @@ def process_factory(workdir: Path) -> tuple[Start, list[ServiceProcess]]:
         return service
 
     return start, started
+
+
+def drop_redis_keys(url: str, prefix: str) -> None:
+    """Delete the keys a test's processes wrote under their own ``SESSION_KEY_PREFIX`` (and nobody else's)."""
+    client = redis.Redis.from_url(url)
+    keys = list(client.scan_iter(f"{prefix}*"))
+    if keys:
+        client.delete(*keys)

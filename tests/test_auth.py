@@ -10,7 +10,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-import service.deps
+import service.auth
 from tests.test_validation import assert_error
 
 KEY = "s3cret-key"
@@ -115,13 +115,13 @@ def test_no_key_configured_means_everything_is_open(app_client: Callable[..., Te
 def test_key_comparison_is_constant_time(keyed: Callable[..., TestClient], monkeypatch: pytest.MonkeyPatch) -> None:
     """Every check goes through ``secrets.compare_digest`` (no ``==`` that returns at the first differing byte)."""
     calls: list[tuple[bytes, bytes]] = []
-    real = service.deps.secrets.compare_digest
+    real = service.auth.secrets.compare_digest
 
     def recording(a: bytes, b: bytes) -> bool:
         calls.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(service.deps.secrets, "compare_digest", recording)
+    monkeypatch.setattr(service.auth.secrets, "compare_digest", recording)
     client = keyed()
     assert_unauthorized(WRITES["delete"](client, {"Authorization": "Bearer wrong"}))
     assert WRITES["delete"](client, GOOD).status_code == 404

@@ -162,3 +162,23 @@ def test_ctrl_c_cancels_the_training_job(service: ServiceProcess) -> None:
         time.sleep(0.1)
     assert status == "cancelled"
     assert service.http.get("/models/cli-cancel").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("command", "listed", "absent"),
+    [
+        ("serve", ["--host", "--port", "--model-dir"], ["--url", "--api-key"]),
+        ("worker", [], ["--url", "--api-key"]),
+        ("predict", ["--url", "--api-key", "--sequences"], ["--host", "--model-dir"]),
+        ("models", ["--url", "--api-key", "--json"], ["--host", "--port"]),
+    ],
+)
+def test_options_appear_only_under_the_commands_they_apply_to(command: str, listed: list[str], absent: list[str]) -> None:
+    run = subprocess.run([str(CLI), command, "--help"], capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert run.returncode == 0, run.stderr
+    options = set(re.findall(r"(--[a-z-]+)", run.stdout))
+    assert set(listed) <= options, run.stdout
+    assert not set(absent) & options, run.stdout
+    if command == "serve":
+        refused = subprocess.run([str(CLI), "serve", "--url", "http://x"], capture_output=True, text=True, timeout=TIMEOUT_S)
+        assert refused.returncode == 2 and "unrecognized arguments: --url" in refused.stderr

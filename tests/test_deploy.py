@@ -236,7 +236,9 @@ def test_env_names_are_settings_and_valid(monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_port_volume_and_healthcheck_agree_with_env() -> None:
     env = dockerfile_env()
-    assert dockerfile_args("EXPOSE") == [env["PORT"]]
+    # HTTP on PORT, KServe V2 gRPC on GRPC_PORT (its default, as the image does not set it).
+    exposed = [port for args in dockerfile_args("EXPOSE") for port in args.split()]
+    assert exposed == [env["PORT"], str(env.get("GRPC_PORT", Settings.model_fields["grpc_port"].default))]
     (volume,) = dockerfile_args("VOLUME")
     volumes = json.loads(volume) if volume.startswith("[") else volume.split()
     assert any(env["MODEL_DIR"] == v or env["MODEL_DIR"].startswith(v.rstrip("/") + "/") for v in volumes)

@@ -113,8 +113,7 @@ def test_api_probes_ports_and_command_exist_in_the_app(rendered: list[Doc], monk
     settings = settings_from_env({**dockerfile_env(), **container_env(rendered, spec)}, monkeypatch)
     ports = {port["name"]: port["containerPort"] for port in spec["ports"]}
     assert ports["http"] == settings.port and settings.host == "0.0.0.0"
-    grpc_port = getattr(settings, "grpc_port", 8001)  # GRPC_PORT arrives with the gRPC server (default 8001)
-    assert ports["grpc"] == grpc_port
+    assert ports["grpc"] == settings.grpc_port
     routes = app_get_paths()
     probes = {kind: spec[kind] for kind in ("startupProbe", "livenessProbe", "readinessProbe")}
     assert probes["livenessProbe"]["httpGet"]["path"] == "/health/live"

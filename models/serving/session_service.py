@@ -37,8 +37,14 @@ class SessionService:
         self.default_ttl_s = default_ttl_s
         self.max_sessions = max_sessions
 
-    async def create(self, model: str, ttl_s: int | None = None, version: int | None = None) -> SessionRecord:
-        """Start a session at the zero state on ``version`` (default: the latest) of ``model``."""
+    async def create(
+        self, model: str, ttl_s: int | None = None, version: int | None = None, session_id: str | None = None
+    ) -> SessionRecord:
+        """Start a session at the zero state on ``version`` (default: the latest) of ``model``.
+
+        ``session_id`` is for protocols whose clients name their streams (Triton's ``sequence_id``);
+        by default the id is new and unguessable.
+        """
         servable = await self._servable(model, version)
         arch = servable.architecture
         if not arch.supports_sessions:
@@ -50,7 +56,7 @@ class SessionService:
             )
         ttl = ttl_s or self.default_ttl_s
         record = SessionRecord(
-            session_id=new_session_id(),
+            session_id=session_id or new_session_id(),
             model=model,
             version=servable.meta.version,
             ttl_s=ttl,

@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
-from tests.process import SEQUENCES, STOP_TIMEOUT_S, ServiceProcess, Start, process_factory
+from tests.process import SEQUENCES, STOP_TIMEOUT_S, ServiceProcess, Start, drop_redis_keys, process_factory
 from tests.test_deploy import dockerfile_healthcheck
 
 pytestmark = pytest.mark.e2e
@@ -98,10 +97,7 @@ def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service
     finally:
         for service in started:
             service.kill()
-        client = redis.Redis.from_url(REDIS_URL)
-        keys = list(client.scan_iter(f"{prefix}*"))
-        if keys:
-            client.delete(*keys)
+        drop_redis_keys(REDIS_URL, prefix)
 
 
 def test_second_replica_serves_the_demo_model_of_the_first(replicas: tuple[ServiceProcess, ServiceProcess]) -> None:

@@ -1,14 +1,13 @@
-"""Compatibility routes: TF Serving REST (``/v1``) and KServe V2 (``/v2``), on the shared trained models.
+"""TF Serving REST routes (``/v1``) on the shared trained models, through TestClient.
 
-Requests follow the shapes in those projects' documentation (TF Serving ``api_rest.md``: row format
-``{"instances": [...]}`` and columnar ``{"inputs": {...}}``; KServe ``required_api.md``: the ``input0``
-infer example). Every probability must equal what ``/models/{name}/predict`` answers for the same sequences.
+Requests follow the shapes in TF Serving's ``api_rest.md``: row format ``{"instances": [...]}`` and columnar
+``{"inputs": {...}}``. Every probability must equal what ``/models/{name}/predict`` answers for the same
+sequences. The documented curl forms against a real process are in ``tests/test_clients.py``.
 """
 
 import json
 from typing import Any
 
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -171,122 +170,20 @@ def test_tf_raw_nan_token_and_malformed_json_are_400(trained: TestClient) -> Non
     assert_error(trained.post("/v1/models/Bad_Name:predict", json={"instances": [[0.1]]}), 400, "name")
 
 
-# --- KServe V2: health, server and model metadata ----------------------------------------------------
-
-
-def test_v2_health_and_server_metadata(trained: TestClient) -> None:
-    assert trained.get("/v2/health/live").json() == {"live": True}
-    ready = trained.get("/v2/health/ready")
-    assert ready.status_code == 200 and ready.json() == {"ready": True}
-    assert trained.get("/v2").json() == {"name": "lstm-serve", "version": trained.app.version, "extensions": []}
-
-
-@pytest.mark.parametrize(
-    ("name", "datatype", "shape"), [("m-lstm", "FP32", [-1, MAX_LEN, 1]), ("m-emb", "INT32", [-1, MAX_LEN])]
-)
-def test_v2_model_metadata(trained: TestClient, name: str, datatype: str, shape: list[int]) -> None:
-    expected = {
-        "name": name,
-        "versions": ["1"],
-        "platform": "tensorflow_keras",
-        "inputs": [{"name": "sequence", "datatype": datatype, "shape": shape}],
-        "outputs": [{"name": "probability", "datatype": "FP32", "shape": [-1, 1]}],
-    }
-    assert trained.get(f"/v2/models/{name}").json() == expected
-    assert trained.get(f"/v2/models/{name}/versions/1").json() == expected
-    assert_error(trained.get(f"/v2/models/{name}/versions/7"), 404, "version 7")
-
-
-def test_v2_model_ready(trained: TestClient) -> None:
-    assert trained.get("/v2/models/m-lstm/ready").json() == {"name": "m-lstm", "ready": True}
-    assert trained.get("/v2/models/m-bi/versions/1/ready").json() == {"name": "m-bi", "ready": True}
-    assert_error(trained.get("/v2/models/nope/ready"), 404, "nope")
-    assert_error(trained.get("/v2/models/m-lstm/versions/3/ready"), 404)
-
-
-# --- KServe V2: infer --------------------------------------------------------------------------------
-
-
-def v2_input(name: str, sequences: list[list[float]], *, trailing_one: bool = True, nested: bool = False) -> dict[str, Any]:
-    """The doc example's ``input0`` tensor carrying equal-length sequences."""
-    tokens = name in TOKEN_NAMES
-    shape = [len(sequences), len(sequences[0])] + ([] if tokens or not trailing_one else [1])
-    data: Any = sequences if nested else [x for s in sequences for x in s]
-    return {"name": "input0", "shape": shape, "datatype": "INT32" if tokens else "FP32", "data": data}
-
-
-@pytest.mark.parametrize("name", list(TRAINED))
-def test_v2_infer_matches_native(trained: TestClient, name: str) -> None:
-    sequences = sample_sequences(name, [MAX_LEN] * 3, seed=6)
-    body = {"id": "42", "inputs": [v2_input(name, sequences)], "outputs": [{"name": "probability"}]}
-    response = trained.post(f"/v2/models/{name}/infer", json=body)
+@pytest.mark.parametrize("content_type", [None, "application/x-www-form-urlencoded", "text/plain"])
+def test_tf_json_body_is_read_whatever_the_content_type(trained: TestClient, content_type: str | None) -> None:
+    """TF Serving parses the body as JSON whatever it is declared as (``curl -d`` declares a form)."""
+    sequences = sample_sequences("m-lstm", [MAX_LEN], seed=11)
+    headers = {"content-type": content_type} if content_type else {}
+    body = json.dumps({"instances": sequences}).encode()
+    response = trained.post("/v1/models/m-lstm:predict", content=body, headers=headers)
     assert response.status_code == 200, response.text
-    assert response.json() == {
-        "model_name": name,
-        "model_version": "1",
-        "id": "42",
-        "outputs": [{"name": "probability", "shape": [3, 1], "datatype": "FP32", "data": probabilities(trained, name, sequences)}],
-    }
+    assert response.json() == {"predictions": [[p] for p in probabilities(trained, "m-lstm", sequences)]}
 
 
-def test_v2_infer_nested_data_short_rows_and_versions(trained: TestClient) -> None:
-    sequences = sample_sequences("m-lstm", [10, 10], seed=7)  # shorter than max_len: pre-padded like /predict
-    expected = probabilities(trained, "m-lstm", sequences)
-    for path, tensor in [
-        ("/v2/models/m-lstm/infer", v2_input("m-lstm", sequences, nested=True)),
-        ("/v2/models/m-lstm/infer", v2_input("m-lstm", sequences, trailing_one=False)),
-        ("/v2/models/m-lstm/versions/1/infer", {**v2_input("m-lstm", sequences), "datatype": "FP64"}),
-    ]:
-        response = trained.post(path, json={"inputs": [tensor]})
-        assert response.status_code == 200, response.text
-        body = response.json()
-        assert "id" not in body
-        assert body["outputs"][0]["data"] == expected
-    tokens = sample_sequences("m-emb", [MAX_LEN], seed=8)
-    response = trained.post("/v2/models/m-emb/infer", json={"inputs": [{**v2_input("m-emb", tokens), "datatype": "INT64"}]})
-    assert response.json()["outputs"][0]["data"] == probabilities(trained, "m-emb", tokens)
-
-
-def test_v2_infer_versions_and_unknown_model_are_404(trained: TestClient) -> None:
-    body = {"inputs": [v2_input("m-lstm", [[0.1, 0.2]])]}
-    assert_error(trained.post("/v2/models/m-lstm/versions/9/infer", json=body), 404, "version 9")
-    assert_error(trained.post("/v2/models/nope/infer", json=body), 404, "nope")
-
-
-@pytest.mark.parametrize(
-    ("name", "tensor", "words"),
-    [
-        ("m-lstm", {"shape": [2, 3, 1], "data": [0.1] * 5}, ["shape [2, 3, 1]", "6", "5"]),
-        ("m-lstm", {"shape": [1, 3, 2], "data": [0.1] * 6}, ["shape"]),
-        ("m-lstm", {"shape": [6], "data": [0.1] * 6}, ["shape"]),
-        ("m-lstm", {"shape": [0, 3], "data": []}, ["shape"]),
-        ("m-lstm", {"shape": [1, MAX_LEN + 1], "data": [0.1] * (MAX_LEN + 1)}, [str(MAX_LEN + 1)]),
-        ("m-lstm", {"data": [0.1, float("nan")], "shape": [1, 2]}, ["inputs[0].data[1]", "finite"]),
-        ("m-lstm", {"data": [0.1, "a"], "shape": [1, 2]}, ["number"]),
-        ("m-lstm", {"datatype": "BYTES"}, ["datatype", "FP32", "BYTES"]),
-        ("m-lstm", {"datatype": "INT32"}, ["datatype", "FP32"]),
-        ("m-emb", {"datatype": "FP32", "data": [1, 2], "shape": [1, 2]}, ["datatype", "INT32"]),
-        ("m-emb", {"datatype": "INT32", "data": [1, 2.5], "shape": [1, 2]}, ["whole"]),
-        ("m-lstm", {"shape": [-1, 2], "data": [0.1, 0.2]}, ["shape"]),  # pydantic: dimensions are >= 0
-    ],
-)
-def test_v2_bad_tensor_is_400(trained: TestClient, name: str, tensor: dict[str, Any], words: list[str]) -> None:
-    base = {"name": "input0", "shape": [1, 2], "datatype": "FP32", "data": [0.1, 0.2]}
-    assert_error(post_json(trained, f"/v2/models/{name}/infer", {"inputs": [{**base, **tensor}]}), 400, *words)
-
-
-def test_v2_bad_request_is_400(trained: TestClient) -> None:
-    tensor = v2_input("m-lstm", [[0.1, 0.2]])
-    infer = "/v2/models/m-lstm/infer"
-    assert_error(trained.post(infer, json={"inputs": [tensor, tensor]}), 400, "one input")
-    assert_error(trained.post(infer, json={"inputs": [tensor], "outputs": [{"name": "output0"}]}), 400, "output0")
-    assert_error(trained.post(infer, json={"inputs": []}), 400, "inputs")
-    assert_error(trained.post(infer, json={"inputs": [{"name": "input0", "shape": [1, 2]}]}), 400, "datatype")
-
-
-def test_v2_probabilities_are_a_flat_row_major_batch(trained: TestClient) -> None:
-    sequences = sample_sequences("m-td", [MAX_LEN] * 4, seed=9)
-    response = trained.post("/v2/models/m-td/infer", json={"inputs": [v2_input("m-td", sequences)]})
-    output = response.json()["outputs"][0]
-    assert output["shape"] == [4, 1]
-    assert np.asarray(output["data"]).reshape(output["shape"]).shape == (4, 1)
+def test_tf_auth_error_is_in_tf_format(app_client: Any, trained_dir: Any) -> None:
+    """Errors raised before the body is read (auth) come in TF Serving's format too."""
+    client = app_client(trained_dir, api_key="k", api_key_all=True)
+    assert_error(client.post("/v1/models/m-lstm:predict", json={"instances": [[0.1]]}), 401, "Bearer")
+    ok = client.post("/v1/models/m-lstm:predict", json={"instances": [[0.1]]}, headers={"Authorization": "Bearer k"})
+    assert ok.status_code == 200, ok.text

@@ -1,4 +1,4 @@
-"""TF Serving REST API (``/v1/models/...``), so existing TF Serving clients work unchanged.
+"""TF Serving REST API routes (``/v1/models/...``), so existing TF Serving clients work unchanged.
 
 Model status, metadata and ``:predict`` in row (``instances``) and columnar (``inputs``) format; each
 lstm-serve model has one signature, ``serving_default``, with input ``sequence`` and output ``probability``.
@@ -8,20 +8,15 @@ from fastapi import APIRouter
 
 from models.errors import InvalidInput
 from models.serving.store import ModelStore
-from service.compat import (
-    INPUT_NAME,
-    OUTPUT_NAME,
-    Version,
-    check_version,
-    input_shape,
-    predict_sequences,
-    sequences_from_inputs,
-    sequences_from_instances,
-)
-from service.compat_schemas import (
-    CompatError,
+from service.deps import MetricsDep, ModelName, PredictorDep, StoreDep
+from service.protocols.common import INPUT_NAME, OUTPUT_NAME, Version, input_shape, predict_sequences
+from service.protocols.tfserving.codec import sequences_from_inputs, sequences_from_instances
+from service.protocols.routing import ProtocolRoute
+from service.protocols.tfserving.errors import render_error
+from service.protocols.tfserving.schemas import (
     TfColumnarResponse,
     TfDim,
+    TfError,
     TfMetadata,
     TfMetadataResponse,
     TfModelSpec,
@@ -34,12 +29,21 @@ from service.compat_schemas import (
     TfTensorShape,
     TfVersionStatus,
 )
-from service.deps import MetricsDep, ModelName, PredictorDep, StoreDep
 
 SIGNATURE = "serving_default"
 
+
+class TfServingRoute(ProtocolRoute):
+    """Routes of the TF Serving API: JSON bodies whatever their Content-Type, errors in TF Serving's format."""
+
+    render_error = staticmethod(render_error)
+
 router = APIRouter(
-    prefix="/v1/models", tags=["tf-serving"], responses={400: {"model": CompatError}, 404: {"model": CompatError}}
+    prefix="/v1/models",
+    tags=["tf-serving"],
+    route_class=TfServingRoute,
+    # 401 with API_KEY_ALL, 413 past MAX_BODY_BYTES: in TF Serving's error format like the others.
+    responses={status: {"model": TfError} for status in (400, 401, 404, 413)},
 )
 
 
@@ -95,7 +99,7 @@ def model_status(name: ModelName, store: StoreDep) -> TfModelStatusResponse:
 @router.get("/{name}/versions/{version}")
 def version_status(name: ModelName, version: Version, store: StoreDep) -> TfModelStatusResponse:
     """Status of one version of a model."""
-    check_version(store, name, version)
+    store.meta(name, version)  # ModelNotFound / VersionNotFound, without loading the version
     return TfModelStatusResponse(model_version_status=[TfVersionStatus(version=str(version))])
 
 

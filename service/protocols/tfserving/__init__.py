@@ -1,0 +1,1 @@
+"""TF Serving REST API (``/v1/models/...``): routes, bodies, codec and error format."""
