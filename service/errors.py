@@ -33,7 +33,6 @@ _HTTP_CODES = {
     404: "not_found",
     405: "method_not_allowed",
     413: "payload_too_large",
-    408: "request_timeout",
     415: "unsupported_media_type",
 }
 
