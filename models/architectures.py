@@ -12,13 +12,13 @@ between them exactly.
 (None, 1)
 """
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import keras
 import numpy as np
 
-from models.errors import InvalidInput, InvalidModelFile
+from models.errors import InvalidInput
 
 InputKind = Literal["float", "tokens"]
 
@@ -244,67 +244,3 @@ def build_step_model(arch: Architecture, params: ArchParams) -> keras.Model:
     # Keras' ONNX export refuses a model that has never been called.
     model([np.zeros((1, *x_t.shape[1:]), x_t.dtype), np.zeros((1, params.units)), np.zeros((1, params.units))])
     return model
-
-
-def _layer_signature(model: keras.Model) -> tuple[str, ...]:
-    return tuple(type(layer).__name__ for layer in model.layers if not isinstance(layer, keras.layers.InputLayer))
-
-
-_SIGNATURES: dict[tuple[str, ...], str] = {
-    ("LSTM", "Dense"): "lstm",
-    ("TimeDistributed", "LSTM", "Dense"): "td_dense_lstm",
-    ("Embedding", "LSTM", "Dense"): "embedding_lstm",
-    ("Embedding", "Bidirectional", "Dense"): "embedding_bilstm",
-}
-
-
-def identify(model: keras.Model, declared: str | None, max_len: int | None) -> tuple[Architecture, ArchParams]:
-    """Tell which of the five architectures a user's Keras model is, and with which parameters.
-
-    ``declared`` (if given) must agree with what the layers say. ``max_len`` is needed when the model's
-    input has no fixed time dimension (the seed's stateful model, or ``shape=(None, 1)``).
-    """
-    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
-    signature = _layer_signature(model)
-    name = _SIGNATURES.get(signature)
-    if name == "lstm" and layers[0].stateful:
-        name = "stateful_lstm"
-    if name is None:
-        raise InvalidModelFile(
-            "The model's layers match none of the five architectures.",
-            field="file",
-            expected={arch: " -> ".join(sig) for sig, arch in _SIGNATURES.items()},
-            got=" -> ".join(signature),
-        )
-    if declared is not None and declared != name:
-        raise InvalidModelFile(
-            f"The file holds a '{name}' model, not the declared '{declared}'.",
-            field="architecture",
-            expected=name,
-            got=declared,
-        )
-    arch = ARCHITECTURES[name]
-    recurrent = layers[-2].forward_layer if arch.bidirectional else layers[-2]
-    values: dict[str, int] = {"units": int(recurrent.units)}
-    if arch.input_kind == "tokens":
-        values["vocab_size"] = int(layers[0].input_dim)
-        values["embedding_dim"] = int(layers[0].output_dim)
-    if arch.name == "td_dense_lstm":
-        values["dense_units"] = int(layers[0].layer.units)
-    time_steps = None if arch.stateful else model.input_shape[1]
-    resolved_len = max_len or time_steps
-    if resolved_len is None:
-        raise InvalidModelFile(
-            "The model has no fixed sequence length; send the form field 'max_len'.",
-            field="max_len",
-            expected="a positive integer",
-            got=None,
-        )
-    if time_steps is not None and max_len is not None and max_len != time_steps:
-        raise InvalidModelFile(
-            f"The model's input is {time_steps} steps long, not max_len={max_len}.",
-            field="max_len",
-            expected=time_steps,
-            got=max_len,
-        )
-    return arch, replace(ArchParams(max_len=int(resolved_len)), **values)

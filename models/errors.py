@@ -1,5 +1,7 @@
 """Domain errors. They carry no HTTP knowledge: ``service.errors`` maps each class to a status code."""
 
+import errno
+import os
 from typing import Any
 
 
@@ -24,6 +26,12 @@ class InvalidModelFile(InvalidInput):
     """An uploaded file is not a readable Keras 3 model, or not the declared architecture."""
 
     code = "invalid_model_file"
+
+
+class ModelNotBuilt(InvalidModelFile):
+    """An uploaded model was saved before it was built (no input shape), so the file holds no weights."""
+
+    code = "model_not_built"
 
 
 class UnsafeModel(InvalidInput):
@@ -116,6 +124,37 @@ class StateUnknown(Unavailable):
     """A session's new state was sent to the store but its outcome is unknown: it may or may not be applied."""
 
     code = "state_unknown"
+
+
+class InsufficientStorage(LstmServeError):
+    """Writing to disk failed (no space left, or another I/O error); nothing half-written was kept."""
+
+    code = "insufficient_storage"
+
+    @classmethod
+    def from_os_error(cls, fault: OSError) -> "InsufficientStorage":
+        """The error for a failed write, naming the operating system's reason (``ENOSPC``, ``EIO``...)."""
+        reason = os.strerror(fault.errno) if fault.errno else str(fault)
+        return cls(
+            f"The server could not write to its storage ({reason}); nothing was kept. Retry once space is freed.",
+            errno=errno.errorcode.get(fault.errno) if fault.errno else None,
+        )
+
+
+def storage_fault(exc: BaseException) -> OSError | None:
+    """The ``OSError`` behind ``exc`` (itself, or what it was raised from), if a disk operation caused it.
+
+    Libraries that write files (h5py, the ONNX export) sometimes wrap the operating system's error in
+    their own exception; the cause chain still holds it.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OSError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 class TrainingTimeExceeded(LstmServeError):

@@ -3,10 +3,16 @@
 Shorter sequences are pre-padded with 0 (as ``keras.utils.pad_sequences`` does); longer ones are an
 error unless the caller asks to truncate. Token ids must be whole numbers within the vocabulary.
 Every error names the offending field, what was expected and what was sent.
+
+Numbers follow one rule on every route (native, TF Serving, KServe): a JSON number, not a boolean,
+finite and within float32's range, since anything larger would silently become infinity inside the
+model. Array sizes are computed and checked against the server's cap before anything is allocated.
 """
 
+import json
+import math
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -14,6 +20,55 @@ from models.architectures import InputKind
 from models.errors import InvalidInput
 
 Truncate = Literal["pre", "post"]
+
+#: Largest magnitude a float32 holds: anything beyond would silently become infinity inside the model.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+NUMBER_EXPECTED = f"a finite number within float32 range (|x| <= {FLOAT32_MAX:.7g})"
+
+
+def check_number(value: Any, field: str) -> float:
+    """The rule for one number sent by a client: a real number (not a boolean), finite, within float32.
+    Returns it as sent (an integer stays an integer, for token ids).
+
+    Integers are compared before conversion, so one with 400 digits is refused rather than overflowing.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidInput(f"{field}: expected a number, got {describe(value)}.", field=field, expected="a number", got=value)
+    if isinstance(value, int):
+        fits = -FLOAT32_MAX <= value <= FLOAT32_MAX
+    else:
+        fits = math.isfinite(value) and abs(value) <= FLOAT32_MAX
+    if not fits:
+        raise InvalidInput(f"{field}: expected {NUMBER_EXPECTED}, got {describe(value)}.", field=field, expected=NUMBER_EXPECTED, got=describe(value))
+    return value
+
+
+def describe(value: Any) -> str:
+    """A short rendering of what the client sent, for error messages (never a whole payload or 400 digits)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value).replace("nan", "NaN").replace("inf", "Infinity")
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10**30:
+        return f"an integer of {len(str(abs(value)))} digits"
+    if isinstance(value, list) and len(value) > 4:
+        return f"a list of {len(value)} items"
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 60 else text[:60] + "…"
+
+
+def check_padded_size(n_sequences: int, max_len: int, max_values: int | None, field: str) -> None:
+    """Refuse a batch whose padded array (``n_sequences`` x ``max_len``) would exceed ``max_values``.
+
+    Called before anything is allocated: a ragged body of a few megabytes can otherwise ask for an
+    array of hundreds of gigabytes (one long sequence sets the padded length of all the others).
+    """
+    if max_values is not None and n_sequences * max_len > max_values:
+        raise InvalidInput(
+            f"{n_sequences} sequences padded to {max_len} steps are {n_sequences * max_len:,} values; "
+            f"this server takes at most {max_values:,} (MAX_PADDED_VALUES).",
+            field=field,
+            expected=f"at most {max_values} values after padding",
+            got=n_sequences * max_len,
+        )
 
 
 def _check_tokens(values: np.ndarray, vocab_size: int, locate: Callable[[int], str]) -> np.ndarray:

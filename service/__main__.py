@@ -7,6 +7,7 @@ from types import FrameType
 import uvicorn
 
 from service.config import get_settings
+from service.server import bounded_protocol
 
 
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
@@ -22,7 +23,17 @@ def main() -> None:
     settings = get_settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     signal.signal(signal.SIGTERM, _exit_cleanly)
-    uvicorn.run("service.app:app", host=settings.host, port=settings.port, log_level=settings.log_level)
+    uvicorn.run(
+        "service.app:app",
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        # Bounds on what one client may hold (README: Security): connections at once, idle keep-alive,
+        # and the time and size of a request's head and body.
+        limit_concurrency=settings.limit_concurrency,
+        timeout_keep_alive=settings.keep_alive_timeout_s,
+        http=bounded_protocol(settings.header_read_timeout_s, settings.max_header_bytes, settings.body_read_timeout_s),
+    )
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ from contextlib import asynccontextmanager
 
 import anyio
 from fastapi import FastAPI
-from fastapi_offline import FastAPIOffline
 
 from models.serving.batching import BatchScheduler
 from models.serving.predictor import Predictor
@@ -17,7 +16,7 @@ from models.serving.session_service import SessionService
 from models.serving.store import ModelStore
 from models.training.job_queue import InProcessJobs, JobOrder
 from models.training.redis_jobs import RedisJobQueue
-from service.api import catalog, compare, health, jobs, models, sessions, ui
+from service.api import catalog, compare, docs, health, jobs, models, sessions, ui
 from service.config import Settings, get_settings
 from service.deps import ReadAccess
 from service.errors import install_error_handlers
@@ -90,7 +89,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.demo_model:
             await anyio.to_thread.run_sync(_ensure_demo_model, store, jobs, settings)
         batcher = BatchScheduler(settings.batch_max_size, settings.batch_timeout_us / 1e6, settings.batch_threads)
-        app.state.predictor = Predictor(store, batcher, settings.max_sequences_per_request)
+        app.state.predictor = Predictor(
+            store, batcher, settings.max_sequences_per_request, settings.max_padded_values
+        )
         app.state.sessions = SessionService(
             open_session_store(
                 settings.session_store,
@@ -125,12 +126,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await app.state.sessions.store.close()
             await anyio.to_thread.run_sync(jobs.close)
 
-    # FastAPIOffline serves /docs and /redoc with Swagger UI and ReDoc from its installed package: no CDN.
-    app = FastAPIOffline(
+    app = FastAPI(
         title="lstm-serve",
         version="0.1.0",
         summary="Train, compare and serve five Keras LSTM architectures for binary sequence classification.",
         lifespan=lifespan,
+        # service.api.docs serves these behind the read-access check, from installed assets (no CDN): FastAPI's
+        # own (and FastAPIOffline's) are routes no router dependency reaches, open even under API_KEY_ALL.
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
@@ -138,6 +143,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(FastPath)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.include_router(health.router)
+    app.include_router(health.metrics_router, dependencies=[ReadAccess])
+    app.include_router(docs.router, dependencies=[ReadAccess])
     app.include_router(ui.router, include_in_schema=False, dependencies=[ReadAccess])
     app.include_router(kserve_v2.health_router)
     # Any native route may answer 401 (API_KEY, API_KEY_ALL) and 413 (MAX_BODY_BYTES) in the error format.

@@ -33,7 +33,24 @@ class Settings(BaseSettings):
     max_train_seconds: float | None = Field(
         None, gt=0, description="Longest one model's fit may run; past it the job fails (training_time_exceeded)"
     )
-    max_model_params: int = Field(5_000_000, ge=1, description="Largest model a training job may build")
+    max_model_params: int = Field(5_000_000, ge=1, description="Largest model a job may build or an upload may hold")
+    max_sequence_length: int = Field(
+        10_000, ge=1, description="Longest sequence a model may take (params.max_len, training data, uploads)"
+    )
+    max_padded_values: int = Field(
+        5_000_000, ge=1, description="Most values (sequences x max_len, after padding) one predict or training body may need"
+    )
+    max_upload_uncompressed_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="Most bytes an uploaded .keras may unpack to (or its weights declare)"
+    )
+    max_upload_compression_ratio: float = Field(100.0, ge=1.0, description="Largest unpacked/packed ratio of an upload's member")
+    limit_concurrency: int | None = Field(
+        1024, ge=1, description="Most open connections or requests at once; past it uvicorn answers 503"
+    )
+    keep_alive_timeout_s: int = Field(5, ge=1, description="Idle seconds before a kept-alive connection is closed")
+    header_read_timeout_s: float = Field(10.0, gt=0, description="Longest a client may take to send a request's head (408)")
+    max_header_bytes: int = Field(64 * 1024, ge=1024, description="Largest request head (request line + headers; 431)")
+    body_read_timeout_s: float = Field(30.0, gt=0, description="Longest a client may take to send a request's body (408)")
     max_sessions: int = Field(100_000, ge=1)
     session_ttl_s: int = Field(600, ge=1, description="Default idle time before a session expires")
     session_key_prefix: str = Field("lstm-serve:", description="Prefix of every Redis key the service writes")

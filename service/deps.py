@@ -4,9 +4,10 @@ All are ``async def``: none blocks, and FastAPI would run a plain ``def`` depend
 a hop that cost more than the whole model call (measured in bench/).
 """
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Path, Request
+from fastapi.exceptions import RequestValidationError
 
 from models.training.job_queue import JobQueue
 from models.serving.predictor import Predictor
@@ -78,3 +79,21 @@ async def require_read_access(request: Request, settings: SettingsDep) -> None:
 
 WriteAccess = Depends(require_write_access)
 ReadAccess = Depends(require_read_access)
+
+
+def form_fields(*allowed: str) -> Any:
+    """A dependency refusing form fields other than ``allowed`` (a typo such as ``architechture``), as JSON
+    bodies refuse unknown fields: 422 naming the field. FastAPI has parsed (and cached) the form by then."""
+
+    async def only_allowed(request: Request) -> None:
+        form = await request.form()
+        unknown = [key for key in form if key not in allowed]
+        if unknown:
+            raise RequestValidationError(
+                [
+                    {"type": "extra_forbidden", "loc": ("form", key), "msg": f"Extra inputs are not permitted (expected one of {list(allowed)})", "input": form[key] if isinstance(form[key], str) else "<file>"}
+                    for key in unknown
+                ]
+            )
+
+    return Depends(only_allowed)

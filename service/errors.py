@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from models.errors import CapacityExceeded, Conflict, InvalidInput, LstmServeError, NotFound, Unavailable
+from models.errors import CapacityExceeded, Conflict, InsufficientStorage, InvalidInput, LstmServeError, NotFound, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +25,7 @@ _STATUS: list[tuple[type[LstmServeError], int]] = [
     (Conflict, 409),
     (CapacityExceeded, 429),
     (Unavailable, 503),
+    (InsufficientStorage, 507),
 ]
 
 _HTTP_CODES = {

@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models.architectures import ARCHITECTURES
 from models.errors import InvalidInput
+from models.inputs import FLOAT32_MAX
 from models.training.fitting import FitSettings
 from service.config import Settings
 
@@ -15,10 +16,10 @@ NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 ArchitectureName = Literal["lstm", "stateful_lstm", "td_dense_lstm", "embedding_lstm", "embedding_bilstm"]
 assert set(ArchitectureName.__args__) == set(ARCHITECTURES), "schema and registry must list the same names"
 
-#: Largest magnitude a float32 holds: anything beyond would silently become infinity inside the model.
-FLOAT32_MAX = 3.4028234e38
-
-#: A JSON number that is finite in float32; strings and booleans are refused rather than coerced.
+#: ``models.inputs.check_number``'s rule as pydantic constraints: a JSON number that is finite in float32;
+#: strings and booleans are refused rather than coerced. Constraints, not a call to ``check_number`` per
+#: value, because they run inside pydantic-core, on the predict fast path; tests/test_hostile.py checks
+#: that both refuse the same numbers.
 FiniteNumber = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=-FLOAT32_MAX, le=FLOAT32_MAX)]
 Label = Annotated[int, Field(strict=True, ge=0, le=1)]
 Sequences = Annotated[list[list[FiniteNumber]], Field(min_length=1)]
@@ -63,7 +64,7 @@ class DatasetPublic(BaseModel):
 class ParamsIn(RequestModel):
     """Hyper-parameters; omitted ones take the defaults, ``max_len`` the longest training sequence."""
 
-    max_len: int | None = Field(None, ge=1, le=10_000)
+    max_len: int | None = Field(None, ge=1, description="At most MAX_SEQUENCE_LENGTH")
     units: int | None = Field(None, ge=1, le=1024)
     vocab_size: int | None = Field(None, ge=2, le=1_000_000)
     embedding_dim: int | None = Field(None, ge=1, le=1024)
@@ -93,7 +94,8 @@ class FitOptions(RequestModel):
         return self
 
     def fit_settings(self, limits: Settings) -> FitSettings:
-        """The domain's fit settings with the server's caps (``MAX_EPOCHS``, ``MAX_TRAIN_SECONDS``, ``MAX_MODEL_PARAMS``)."""
+        """The domain's fit settings with the server's caps (``MAX_EPOCHS``, ``MAX_TRAIN_SECONDS``,
+        ``MAX_MODEL_PARAMS``, ``MAX_SEQUENCE_LENGTH``, ``MAX_PADDED_VALUES``)."""
         max_epochs = limits.max_epochs
         if self.epochs > max_epochs:
             raise InvalidInput(
@@ -106,6 +108,8 @@ class FitOptions(RequestModel):
             self.seed,
             max_seconds=limits.max_train_seconds,
             max_params=limits.max_model_params,
+            max_len=limits.max_sequence_length,
+            max_values=limits.max_padded_values,
         )
 
 
@@ -186,7 +190,7 @@ class PredictResponse(BaseModel):
 
 
 class HealthStatus(BaseModel):
-    status: Literal["ok", "loading"]
+    status: Literal["ok", "loading", "jobs_unavailable"]
 
 
 class SessionCreate(RequestModel):

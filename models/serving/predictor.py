@@ -8,7 +8,7 @@ import numpy as np
 
 from models.serving.batching import BatchScheduler, predict_batch
 from models.errors import InvalidInput
-from models.inputs import Truncate
+from models.inputs import Truncate, check_padded_size
 from models.serving.servable import Servable
 from models.serving.store import ModelStore
 
@@ -19,10 +19,12 @@ _INLINE_PREPARE_LIMIT = 256
 class Predictor:
     """Looks the model version up, validates and pads the input, and runs it batched with others."""
 
-    def __init__(self, models: ModelStore, batcher: BatchScheduler, max_sequences: int) -> None:
+    def __init__(self, models: ModelStore, batcher: BatchScheduler, max_sequences: int, max_values: int | None = None) -> None:
         self.models = models
         self.batcher = batcher
         self.max_sequences = max_sequences
+        #: Most values a request's padded batch may hold (``MAX_PADDED_VALUES``), checked before padding.
+        self.max_values = max_values
 
     async def predict(
         self, name: str, sequences: Sequence[Sequence[float]], version: int | None = None, truncate: Truncate | None = None
@@ -36,6 +38,7 @@ class Predictor:
                 got=len(sequences),
             )
         servable = self.models.peek(name, version) or await anyio.to_thread.run_sync(self.models.get, name, version)
+        check_padded_size(len(sequences), servable.params.max_len, self.max_values, "sequences")
         if len(sequences) > _INLINE_PREPARE_LIMIT:
             batch = await anyio.to_thread.run_sync(servable.to_input, sequences, truncate)
         else:

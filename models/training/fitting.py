@@ -19,7 +19,7 @@ from models.architectures import (
 )
 from models.training.datasets import get_dataset
 from models.errors import InvalidInput, TrainingTimeExceeded
-from models.inputs import to_model_input
+from models.inputs import check_padded_size, to_model_input
 from models.training.jobs import JobContext, Work
 from models.serving.store import ModelStore
 
@@ -52,6 +52,10 @@ class FitSettings:
     max_seconds: float | None = None
     #: Largest model one job may build (``MAX_MODEL_PARAMS``); ``None`` means no cap.
     max_params: int | None = None
+    #: Longest sequence length a model may take (``MAX_SEQUENCE_LENGTH``), given or taken from the data.
+    max_len: int | None = None
+    #: Most values the padded training array may hold (``MAX_PADDED_VALUES``), checked before it exists.
+    max_values: int | None = None
 
 
 @dataclass
@@ -68,15 +72,24 @@ class FitResult:
 
 
 def resolve_params(
-    arch: Architecture, overrides: dict[str, int], data_max_len: int | None, max_params: int | None = None
+    arch: Architecture, overrides: dict[str, int], data_max_len: int | None, settings: FitSettings
 ) -> ArchParams:
     """Defaults, then the caller's overrides; ``max_len`` defaults to the longest training sequence.
 
-    A model larger than ``max_params`` is refused before anything is built.
+    A ``max_len`` over ``settings.max_len`` or a model larger than ``settings.max_params`` is refused
+    before anything is built.
     """
     max_len = overrides.get("max_len") or data_max_len
     if max_len is None:
         raise InvalidInput("Give params.max_len or training data to take it from.", field="params.max_len")
+    if settings.max_len is not None and max_len > settings.max_len:
+        raise InvalidInput(
+            f"max_len {max_len:,} is longer than this server's limit of {settings.max_len:,} steps (MAX_SEQUENCE_LENGTH).",
+            field="params.max_len",
+            expected=f"at most {settings.max_len}",
+            got=max_len,
+        )
+    max_params = settings.max_params
     known = {key: value for key, value in overrides.items() if key != "max_len" and value is not None}
     params = replace(ArchParams(max_len=max_len), **known)
     size = param_count(arch, params)
@@ -91,13 +104,18 @@ def resolve_params(
 
 
 def prepare_user_data(
-    sequences: Sequence[Sequence[float]], labels: Sequence[int], arch: Architecture, params: ArchParams
+    sequences: Sequence[Sequence[float]],
+    labels: Sequence[int],
+    arch: Architecture,
+    params: ArchParams,
+    max_values: int | None = None,
 ) -> TrainingData:
-    """Validate and pad a user's training data for ``arch``."""
+    """Validate and pad a user's training data for ``arch`` (at most ``max_values`` values once padded)."""
     if len(labels) != len(sequences):
         raise InvalidInput(
             "Give one label per sequence.", field="data.labels", expected=len(sequences), got=len(labels)
         )
+    check_padded_size(len(sequences), params.max_len, max_values, "data.sequences")
     x = to_model_input(
         sequences,
         input_kind=arch.input_kind,
@@ -259,12 +277,23 @@ def prepare_training(
     Raises ``InvalidInput`` for anything that would only fail later inside the job.
     """
     if dataset is not None:
-        params = resolve_params(arch, overrides, get_dataset(dataset).max_len, settings.max_params)
+        params = resolve_params(arch, overrides, get_dataset(dataset).max_len, settings)
+        check_padded_size(get_dataset(dataset).n_sequences, params.max_len, settings.max_values, "params.max_len")
         data = prepare_dataset(dataset, arch, params, settings.seed)
     else:
         assert sequences is not None and labels is not None, "the request schema demands data or dataset"
-        params = resolve_params(arch, overrides, max(len(s) for s in sequences), settings.max_params)
-        data = prepare_user_data(sequences, labels, arch, params)
+        longest = max(range(len(sequences)), key=lambda i: len(sequences[i]))
+        if "max_len" not in overrides and settings.max_len is not None and len(sequences[longest]) > settings.max_len:
+            # max_len would come from this sequence: say which one is too long rather than "params.max_len".
+            raise InvalidInput(
+                f"Sequence {longest} has {len(sequences[longest]):,} steps; this server takes at most "
+                f"{settings.max_len:,} (MAX_SEQUENCE_LENGTH).",
+                field=f"data.sequences[{longest}]",
+                expected=f"at most {settings.max_len} steps",
+                got=len(sequences[longest]),
+            )
+        params = resolve_params(arch, overrides, len(sequences[longest]), settings)
+        data = prepare_user_data(sequences, labels, arch, params, settings.max_values)
     split_indices(len(data.y), settings)
     return params, data
 

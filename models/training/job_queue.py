@@ -71,6 +71,11 @@ class JobQueue(Protocol):
         """Where a job keeps a file it produces."""
         ...
 
+    @property
+    def ready(self) -> bool:
+        """Whether jobs can be queued and run now (``/health/ready`` answers 503 while they cannot)."""
+        ...
+
     def open(self) -> None:
         """Start (reload records, start the in-process worker, or connect)."""
         ...

@@ -5,6 +5,12 @@ predictions never wait for them. Each record is rewritten atomically at every ch
 shows per-epoch progress and a restart still knows every job. Records name the process that runs them:
 replicas sharing the folder read each other's jobs, and a restart marks failed only the unfinished jobs
 of a process that is gone, never those another live replica is running.
+
+Storage faults are errors, never deaths: a record that cannot be written (disk full, any ``OSError``)
+stays current in memory and is written again once the disk takes writes; a job whose work or record
+fails on storage ends ``failed`` with the code ``insufficient_storage``; while records cannot be written
+the worker starts no job (queued ones wait, then run once space is back) and ``ready`` is false. The
+worker thread is supervised: if its loop ever raises, the job it held is failed and the loop starts again.
 """
 
 import json
@@ -14,13 +20,21 @@ import queue
 import secrets
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from models.errors import CapacityExceeded, JobNotCancellable, JobNotFound, LstmServeError
+from models.errors import (
+    CapacityExceeded,
+    InsufficientStorage,
+    JobNotCancellable,
+    JobNotFound,
+    LstmServeError,
+    storage_fault,
+)
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +98,8 @@ class JobContext:
     """What a running job's work may do: report progress, store results, check for cancellation.
 
     ``record(job_id, **changes)`` writes to wherever the job's record lives (this process's ``JobManager``,
-    or Redis for a job run by a worker).
+    or Redis for a job run by a worker); if it raises (``InsufficientStorage`` when a record cannot be
+    written), the job's work stops there and the job fails with that error.
     """
 
     def __init__(self, record: Callable[..., None], job_id: str) -> None:
@@ -112,26 +127,48 @@ def perform(work: Work, context: JobContext) -> dict[str, Any]:
     except JobCancelled:
         return {"status": "cancelled", "finished_at": _now()}
     except LstmServeError as exc:
-        error = {"code": exc.code, "message": exc.message, "details": exc.details}
-        return {"status": "failed", "finished_at": _now(), "error": error}
+        return _failed(exc)
     except Exception as exc:  # noqa: BLE001 - a job's failure is reported in its record, not raised
+        fault = storage_fault(exc)
+        if fault is not None:  # a full disk while training or saving: the job's failure, with a code
+            log.warning("Job %s failed on storage: %s", context.job_id, fault)
+            return _failed(InsufficientStorage.from_os_error(fault))
         log.exception("Job %s failed", context.job_id)
         error = {"code": "training_failed", "message": f"{type(exc).__name__}: {exc}"}
         return {"status": "failed", "finished_at": _now(), "error": error}
     return {"status": "succeeded", "finished_at": _now()}
 
 
+def _failed(exc: LstmServeError) -> dict[str, Any]:
+    return {"status": "failed", "finished_at": _now(), "error": {"code": exc.code, "message": exc.message, "details": exc.details}}
+
+
+#: How long the worker waits before trying the disk again while job records cannot be written.
+STORAGE_RETRY_S = 1.0
+#: Pause before the supervised worker loop starts again after it raised (keeps a persistent bug from spinning).
+RESTART_PAUSE_S = 0.5
+
+
 class JobManager:
     """Queues jobs, runs them one at a time on a worker thread, and keeps their records."""
 
-    def __init__(self, folder: Path, max_queued: int) -> None:
+    def __init__(self, folder: Path, max_queued: int, storage_retry_s: float = STORAGE_RETRY_S) -> None:
         self.folder = folder
         self.max_queued = max_queued
+        self.storage_retry_s = storage_retry_s
+        #: How often the worker loop died and was started again (a bug if ever non-zero; shown in logs).
+        self.restarts = 0
         self._jobs: dict[str, Job] = {}
         self._contexts: dict[str, JobContext] = {}
         self._done = threading.Condition()
         self._queue: queue.Queue[tuple[str, Work] | None] = queue.Queue()
         self._worker: threading.Thread | None = None
+        self._closing = threading.Event()
+        #: Ids whose newest record is only in memory because writing it failed.
+        self._unsaved: set[str] = set()
+        #: False from a failed write until a write works again.
+        self._storage_ok = True
+        self._current: str | None = None
 
     def open(self) -> None:
         """Reload job records; a job a previous process left unfinished is marked failed."""
@@ -149,13 +186,34 @@ class JobManager:
                     finished_at=_now(),
                     error={"code": "interrupted", "message": "The server stopped before this job finished."},
                 )
-                self._write(job)
+                self._save(job)
             self._jobs[job.job_id] = job
-        self._worker = threading.Thread(target=self._run, name="job-worker", daemon=True)
+        self._worker = threading.Thread(target=self._supervise, name="job-worker", daemon=True)
         self._worker.start()
+
+    @property
+    def ready(self) -> bool:
+        """True while the worker runs and job records can be written; after a failed write it tries the disk again."""
+        if not self._storage_ok:
+            self._probe_storage()
+        return self._worker is not None and self._worker.is_alive() and self._storage_ok
+
+    def _probe_storage(self) -> None:
+        """Write every record kept only in memory, or a small probe file when there is none."""
+        if self._unsaved:
+            self._flush_unsaved()
+            return
+        probe = self.folder / ".probe"
+        try:
+            self._write_file(probe, "ok")
+            probe.unlink()
+        except OSError:
+            return
+        self._storage_ok = True
 
     def close(self, timeout: float = 30.0) -> None:
         """Cancel queued and running jobs and stop the worker."""
+        self._closing.set()
         for context in list(self._contexts.values()):
             context.cancel_requested.set()
         self._queue.put(None)
@@ -163,7 +221,8 @@ class JobManager:
             self._worker.join(timeout)
 
     def submit(self, kind: str, model: str | None, epochs: int, work: Work) -> Job:
-        """Queue ``work``; raises ``CapacityExceeded`` when ``max_queued`` jobs are already waiting."""
+        """Queue ``work``; raises ``CapacityExceeded`` when ``max_queued`` jobs are already waiting, and
+        ``InsufficientStorage`` (leaving no job behind) when its record cannot be written."""
         with self._done:
             waiting = sum(1 for job in self._jobs.values() if job.status == "queued")
             if waiting >= self.max_queued:
@@ -172,9 +231,15 @@ class JobManager:
                     limit=self.max_queued,
                 )
             job = Job(job_id=secrets.token_hex(8), kind=kind, model=model, epochs=epochs, owner=_this_process())
+            try:
+                self._write(job)
+            except OSError as exc:
+                self._storage_ok = False
+                raise InsufficientStorage.from_os_error(exc) from exc
+            self._storage_ok = True
             self._jobs[job.job_id] = job
-            self._contexts[job.job_id] = JobContext(self._update, job.job_id)
-            self._write(job)
+            self._contexts[job.job_id] = JobContext(self._record_progress, job.job_id)
+        self._flush_unsaved()  # a write just worked: records that could not be written before can be now
         self._queue.put((job.job_id, work))
         return replace(job)
 
@@ -225,26 +290,89 @@ class JobManager:
             self._done.wait_for(lambda: self._jobs[job_id].status in FINISHED, timeout)
         return self.get(job_id)
 
-    def _update(self, job_id: str, **changes: Any) -> None:
+    def _update(self, job_id: str, **changes: Any) -> OSError | None:
+        """Change a record in memory, then on disk; a failed write leaves it marked unsaved and is returned."""
         with self._done:
             job = replace(self._jobs[job_id], **changes)
             self._jobs[job_id] = job
-            self._write(job)
             self._done.notify_all()
+            return self._save(job)
+
+    def _record_progress(self, job_id: str, **changes: Any) -> None:
+        """A running job's own update: one that cannot be written stops the job (``InsufficientStorage``)
+        instead of letting it train on while nothing can be saved."""
+        fault = self._update(job_id, **changes)
+        if fault is not None:
+            raise InsufficientStorage.from_os_error(fault)
+
+    def _save(self, job: Job) -> OSError | None:
+        try:
+            self._write(job)
+        except OSError as exc:
+            if job.job_id not in self._unsaved:
+                log.warning("Job record %s could not be written (%s); kept in memory until the disk takes it", job.job_id, exc)
+            self._unsaved.add(job.job_id)
+            self._storage_ok = False
+            return exc
+        self._unsaved.discard(job.job_id)
+        self._storage_ok = not self._unsaved
+        return None
+
+    def _flush_unsaved(self) -> None:
+        """Write again every record that could not be written; stops at the first failure."""
+        with self._done:
+            for job_id in sorted(self._unsaved):
+                if self._save(self._jobs[job_id]) is not None:
+                    return
 
     def _write(self, job: Job) -> None:
-        temp = self.folder / f".{job.job_id}.json.tmp"
-        temp.write_text(json.dumps(asdict(job)))
-        os.replace(temp, self.folder / f"{job.job_id}.json")
+        self._write_file(self.folder / f"{job.job_id}.json", json.dumps(asdict(job)))
+
+    @staticmethod
+    def _write_file(path: Path, text: str) -> None:
+        """Write ``text`` to ``path`` atomically (a temporary file, then a rename); leave no temporary behind."""
+        temp = path.with_name(f".{path.name}.tmp")
+        try:
+            temp.write_text(text)
+            os.replace(temp, path)
+        except OSError:
+            temp.unlink(missing_ok=True)
+            raise
+
+    def _supervise(self) -> None:
+        """The worker thread: runs the job loop, and starts it again should it ever raise."""
+        while not self._closing.is_set():
+            try:
+                self._run()
+                return
+            except Exception:  # noqa: BLE001 - the worker must outlive any bug in one job's bookkeeping
+                self.restarts += 1
+                log.exception("The job worker loop failed; starting it again (restart %d)", self.restarts)
+                if self._current is not None:
+                    error = {"code": "internal_error", "message": "The job worker failed while running this job."}
+                    self._finish(self._current, status="failed", finished_at=_now(), error=error)
+                time.sleep(RESTART_PAUSE_S)
+
+    def _wait_for_storage(self) -> bool:
+        """Before a job starts: wait until records can be written again (False if closing meanwhile)."""
+        while not self._storage_ok:
+            self._probe_storage()
+            if not self._storage_ok and self._closing.wait(self.storage_retry_s):
+                return False
+        return True
+
+    def _finish(self, job_id: str, **outcome: Any) -> None:
+        self._current = None
+        self._contexts.pop(job_id, None)
+        self._update(job_id, **outcome)
 
     def _run(self) -> None:
         while (item := self._queue.get()) is not None:
             job_id, work = item
-            context = self._contexts[job_id]
-            if self.get(job_id).status != "queued":
+            if self.get(job_id).status != "queued" or not self._wait_for_storage():
                 continue
+            if self.get(job_id).status != "queued":  # cancelled while waiting for the disk
+                continue
+            self._current = job_id
             self._update(job_id, status="running", started_at=_now())
-            try:
-                self._update(job_id, **perform(work, context))
-            finally:
-                self._contexts.pop(job_id, None)
+            self._finish(job_id, **perform(work, self._contexts[job_id]))

@@ -214,6 +214,11 @@ class RedisJobQueue:
         """Jobs belong to the workers: nothing to stop here."""
         self.records.redis.close()
 
+    @property
+    def ready(self) -> bool:
+        """Always: jobs run on workers, which have their own health; a Redis outage is answered per request."""
+        return True
+
     def enqueue(self, order: JobOrder) -> Job:
         """Validate the order here (a mistake is a 4xx now, not a failed job later), record it, queue it."""
         plan = self._planner(order, self.artifact_path)

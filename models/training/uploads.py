@@ -1,29 +1,21 @@
 """Importing a user's ``.keras`` file as a new version, without ever running code it carries."""
 
-import io
 import tempfile
-import zipfile
 from pathlib import Path
 
 import keras
 import numpy as np
 
-from models.architectures import Architecture, build_sequence_model, identify
-from models.errors import InvalidModelFile, UnsafeModel
+from models.architectures import Architecture, build_sequence_model
+from models.errors import InsufficientStorage, InvalidModelFile, UnsafeModel
 from models.serving.engines import PARITY_TOLERANCE, random_inputs
 from models.serving.servable import ModelMeta
 from models.serving.store import ModelStore
 from models.training.fitting import artifact_for
+from models.training.upload_inspection import UploadLimits, inspect_upload
 
 
 def _read_keras(content: bytes) -> keras.Model:
-    if not zipfile.is_zipfile(io.BytesIO(content)):
-        raise InvalidModelFile(
-            "The upload is not a Keras 3 '.keras' file (a zip archive).",
-            field="file",
-            expected="a .keras zip archive",
-            got=f"{len(content)} bytes starting {content[:8]!r}",
-        )
     with tempfile.TemporaryDirectory(prefix="lstm-serve-upload-") as tmp:
         path = Path(tmp) / "upload.keras"
         path.write_bytes(content)
@@ -58,15 +50,18 @@ def _uploaded_output(model: keras.Model, arch: Architecture, inputs: np.ndarray)
     return np.stack(outputs)
 
 
-def import_model(store: ModelStore, name: str, content: bytes, declared: str | None, max_len: int | None) -> ModelMeta:
-    """Read, identify and verify an uploaded model, then store it as the next version of ``name``.
+def import_model(
+    store: ModelStore, name: str, content: bytes, declared: str | None, max_len: int | None, limits: UploadLimits
+) -> ModelMeta:
+    """Inspect, read and verify an uploaded model, then store it as the next version of ``name``.
 
-    The weights are moved into the service's own build of the architecture, which must reproduce the
-    upload's predictions; options the five architectures do not have (other activations, merge modes)
-    therefore fail here instead of being served wrongly.
+    ``inspect_upload`` identifies the architecture from the file's config and refuses anything else or
+    anything too large before Keras reads it. The weights are then moved into the service's own build of
+    the architecture, which must reproduce the upload's predictions: whatever the inspection could not
+    see still fails here instead of being served wrongly.
     """
+    arch, params = inspect_upload(content, declared, max_len, limits)
     uploaded = _read_keras(content)
-    arch, params = identify(uploaded, declared, max_len)
     canonical = build_sequence_model(arch, params)
     try:
         canonical.set_weights(uploaded.get_weights())
@@ -82,5 +77,8 @@ def import_model(store: ModelStore, name: str, content: bytes, declared: str | N
             expected=f"difference <= {PARITY_TOLERANCE}",
             got=difference,
         )
-    return store.add(name, arch, params, artifact_for(arch, params, canonical), metrics={}, source="upload")
+    try:
+        return store.add(name, arch, params, artifact_for(arch, params, canonical), metrics={}, source="upload")
+    except OSError as exc:
+        raise InsufficientStorage.from_os_error(exc) from exc
 

@@ -12,7 +12,12 @@ from service.schemas import CompareRequest, ErrorResponse, JobAccepted
 router = APIRouter(tags=["compare"], responses={422: {"model": ErrorResponse}})
 
 
-@router.post("/compare", status_code=202, dependencies=[WriteAccess], responses={429: {"model": ErrorResponse}})
+@router.post(
+    "/compare",
+    status_code=202,
+    dependencies=[WriteAccess],
+    responses={429: {"model": ErrorResponse}, 507: {"model": ErrorResponse}},
+)
 def compare(body: CompareRequest, jobs: JobsDep) -> JobAccepted:
     """Train several architectures on the same data; the job's report ranks them and explains why."""
     job = jobs.enqueue(JobOrder("compare", body.keep_best_as, body))

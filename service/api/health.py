@@ -1,4 +1,4 @@
-"""Liveness, readiness and Prometheus metrics."""
+"""Liveness, readiness (always open) and Prometheus metrics (guarded under ``API_KEY_ALL``)."""
 
 from collections import Counter
 
@@ -8,6 +8,8 @@ from service.deps import JobsDep, MetricsDep, StoreDep
 from service.schemas import HealthStatus
 
 router = APIRouter(tags=["operations"])
+#: ``/metrics`` names every model: unlike the probes it needs the key under ``API_KEY_ALL`` (the app adds the check).
+metrics_router = APIRouter(tags=["operations"])
 
 
 @router.get("/health/live")
@@ -17,15 +19,19 @@ async def live() -> HealthStatus:
 
 
 @router.get("/health/ready", responses={503: {"model": HealthStatus}})
-async def ready(store: StoreDep, response: Response) -> HealthStatus:
-    """Ready once the model store is loaded."""
+def ready(store: StoreDep, jobs: JobsDep, response: Response) -> HealthStatus:
+    """Ready once the model store is loaded, while the job worker can run jobs (its records can be written)."""
     if not store.ready:
         response.status_code = 503
         return HealthStatus(status="loading")
+    # A plain def: when records could not be written, ``jobs.ready`` tries the disk again (a small write).
+    if not jobs.ready:
+        response.status_code = 503
+        return HealthStatus(status="jobs_unavailable")
     return HealthStatus(status="ok")
 
 
-@router.get("/metrics", response_class=Response)
+@metrics_router.get("/metrics", response_class=Response)
 def metrics(metrics: MetricsDep, store: StoreDep, jobs: JobsDep) -> Response:
     """Prometheus text format."""
     metrics.models.set(len(store.names()))

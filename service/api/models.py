@@ -4,11 +4,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Response, UploadFile
 
+from models.training.upload_inspection import UploadLimits
 from models.training.uploads import import_model
 from models.serving.predictor import Predictor
 from models.serving.store import ModelInfo
 from models.training.job_queue import JobOrder
-from service.deps import JobsDep, MetricsDep, ModelName, PredictorDep, StoreDep, WriteAccess
+from service.deps import JobsDep, MetricsDep, ModelName, PredictorDep, SettingsDep, StoreDep, WriteAccess, form_fields
 from service.metrics import Metrics
 from service.schemas import (
     ArchitectureName,
@@ -42,7 +43,10 @@ def model_public(info: ModelInfo) -> ModelPublic:
 
 
 @router.post(
-    "/models/{name}/train", status_code=202, dependencies=[WriteAccess], responses={429: {"model": ErrorResponse}}
+    "/models/{name}/train",
+    status_code=202,
+    dependencies=[WriteAccess],
+    responses={429: {"model": ErrorResponse}, 507: {"model": ErrorResponse}},
 )
 def train_model(name: ModelName, body: TrainRequest, jobs: JobsDep) -> JobAccepted:
     """Train a new version of a model in the background; poll the returned job."""
@@ -50,16 +54,28 @@ def train_model(name: ModelName, body: TrainRequest, jobs: JobsDep) -> JobAccept
     return JobAccepted(job_id=job.job_id, model=name, status=job.status)
 
 
-@router.post("/models/{name}/load", status_code=201, dependencies=[WriteAccess])
+@router.post(
+    "/models/{name}/load",
+    status_code=201,
+    dependencies=[WriteAccess, form_fields("file", "architecture", "max_len")],
+    responses={507: {"model": ErrorResponse}},
+)
 def load_model(
     name: ModelName,
     store: StoreDep,
+    settings: SettingsDep,
     file: Annotated[UploadFile, File(description="A Keras 3 .keras file")],
     architecture: Annotated[ArchitectureName | None, Form()] = None,
-    max_len: Annotated[int | None, Form(ge=1, le=10_000, description="Needed when the model has no fixed length")] = None,
+    max_len: Annotated[int | None, Form(ge=1, description="Needed when the model has no fixed length")] = None,
 ) -> ModelPublic:
-    """Upload a saved Keras 3 model as the next version; unsafe content is refused, never run."""
-    meta = import_model(store, name, file.file.read(), architecture, max_len)
+    """Upload a saved Keras 3 model as the next version; it is checked before it is read, and never run."""
+    limits = UploadLimits(
+        max_uncompressed_bytes=settings.max_upload_uncompressed_bytes,
+        max_compression_ratio=settings.max_upload_compression_ratio,
+        max_params=settings.max_model_params,
+        max_len=settings.max_sequence_length,
+    )
+    meta = import_model(store, name, file.file.read(), architecture, max_len, limits)
     return model_public(store.info(meta.name))
 
 

@@ -20,7 +20,8 @@ from tritonclient.grpc import service_pb2 as pb
 
 from models.errors import InvalidInput
 from models.serving.servable import ModelMeta
-from service.protocols.common import INPUT_NAME, OUTPUT_NAME, json_number
+from models.inputs import check_number
+from service.protocols.common import INPUT_NAME, OUTPUT_NAME
 from service.protocols.kserve_v2.schemas import V2InferRequest, V2InferResponse, V2ResponseOutput
 
 #: The binary tensor data extension's header: how many leading body bytes are the JSON part.
@@ -225,7 +226,7 @@ def _values(tensor: Tensor, field: str) -> np.ndarray:
             )
         values = np.frombuffer(tensor.raw, dtype)
     else:
-        flat = [json_number(value, f"{field}[{k}]") for k, value in enumerate(_leaves(tensor.data))]
+        flat = [check_number(value, f"{field}[{k}]") for k, value in enumerate(_leaves(tensor.data))]
         if tensor.datatype == "INT32":
             for k, value in enumerate(flat):
                 if (isinstance(value, float) and not value.is_integer()) or not _INT32.min <= value <= _INT32.max:

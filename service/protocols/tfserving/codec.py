@@ -8,7 +8,8 @@ offending field in the message, since TF Serving answers only ``{"error": "<mess
 from typing import Any
 
 from models.errors import InvalidInput
-from service.protocols.common import INPUT_NAME, describe, json_number
+from models.inputs import check_number, describe
+from service.protocols.common import INPUT_NAME
 
 
 def _sequence(steps: Any, field: str) -> list[float]:
@@ -31,7 +32,7 @@ def _sequence(steps: Any, field: str) -> list[float]:
                     got=len(step),
                 )
             step = step[0]
-        values.append(json_number(step, f"{field}[{j}]"))
+        values.append(check_number(step, f"{field}[{j}]"))
     return values
 
 
