@@ -465,6 +465,17 @@ def test_every_session_history_is_serial_and_every_answer_equals_its_replay(clus
         assert abs(last.json()["probability"] - expected) <= 1e-5
 
 
+def test_a_step_longer_than_the_lock_lifetime_keeps_its_lock_and_is_applied(cluster: Cluster) -> None:
+    a = cluster.replicas["a"]
+    session_id = create(a)
+    values = np.random.default_rng(2).normal(0, 1, 100_000).round(3).tolist()
+    started = time.monotonic()
+    response = a.http.post(f"/sessions/{session_id}/step", json={"values": values, "seq": 0}, timeout=120)
+    assert time.monotonic() - started > LOCK_TTL_S  # else this proves nothing about renewal
+    assert response.status_code == 200, response.text  # renewed while it ran: its save was not refused
+    assert response.json()["steps_seen"] == len(values) == steps_seen(cluster.replicas["b"], session_id)
+
+
 def test_a_killed_replica_blocks_its_sessions_no_longer_than_the_lock_lifetime(cluster: Cluster) -> None:
     """Last in the module: replica a does not come back."""
     a, b = cluster.replicas["a"], cluster.replicas["b"]
