@@ -14,7 +14,8 @@ MODEL_DIR, then starts three real uvicorn processes (one worker each) on free lo
 and drives each with the same closed-loop ``wrk`` load (one 50-step float sequence per request) at
 1, 8 and 32 connections. Rounds are interleaved (every server at every connection count, then again),
 so slow drifts of this shared machine hit every server alike; each cell reports the median over rounds.
-Then it steps 256 sessions round-robin on lstm-serve, and measures session memory on a fresh process.
+Then it steps 256 sessions round-robin on lstm-serve, with sessions in-process and (when Redis answers at
+``--redis-url``) on a second lstm-serve keeping them in Redis, and measures session memory on a fresh process.
 KServe V2 inference is measured over gRPC beside HTTP on the same lstm-serve process (``bench.v2_load``:
 one asyncio Python client for both, since wrk speaks no gRPC; compare them by server CPU per request).
 Results go to stdout and ``bench/results.md``. Every process started here is killed in a ``finally``.
@@ -38,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -47,10 +49,12 @@ from typing import Any
 
 import httpx
 import numpy as np
+import redis
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import v2_load  # noqa: E402
+from tests.process import drop_redis_keys  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results.md"
@@ -64,6 +68,8 @@ JOB_TIMEOUT_S = 300.0
 SEQUENCE = [round(0.8 * math.sin(i / 4.0) + 0.01 * i, 4) for i in range(MAX_LEN)]
 PREDICT_BODY = json.dumps({"sequences": [SEQUENCE]}, separators=(",", ":"))
 STEP_BODY = json.dumps({"values": [0.5]}, separators=(",", ":"))
+STEPS = "lstm-serve steps"
+REDIS_STEPS = "lstm-serve steps (redis)"
 
 # --------------------------------------------------------------------------------------------------
 # wrk scripts. ``done`` prints one JSON line that run.py parses (latencies are in microseconds).
@@ -262,10 +268,11 @@ def start_lstm_serve(
     label: str, model_dir: Path, workdir: Path, log_level: str | None = "warning", **extra: str
 ) -> Server:
     """``python -m service`` on ``model_dir``; ``log_level=None`` leaves the service's default logging. gRPC only
-    when ``GRPC_PORT`` is given (the default 8001 may be taken on this machine)."""
+    when ``GRPC_PORT`` is given (the default 8001 may be taken on this machine); sessions in-process unless
+    ``SESSION_STORE`` is given."""
     env = base_env(
         HOST="127.0.0.1", PORT=str(free_port()), MODEL_DIR=str(model_dir), DEMO_MODEL="false",
-        SESSION_STORE="memory", **{"GRPC_PORT": "0", **extra},
+        **{"SESSION_STORE": "memory", "GRPC_PORT": "0", **extra},
     )
     if log_level is None:
         env.pop("LOG_LEVEL", None)
@@ -510,6 +517,14 @@ def step_sessions_once(server: Server, ids: list[str], workers: int = 8) -> None
         list(pool.map(step, [ids[i::workers] for i in range(workers)]))
 
 
+def redis_answers(url: str) -> bool:
+    """Whether a Redis server answers at ``url`` (the Redis rows are skipped otherwise)."""
+    try:
+        return bool(redis.Redis.from_url(url, socket_timeout=2).ping())
+    except redis.RedisError:
+        return False
+
+
 def measure_session_memory(model_dir: Path, workdir: Path, count: int) -> dict[str, float]:
     """RSS of a fresh lstm-serve before and after ``count`` sessions created and stepped once each.
 
@@ -650,8 +665,8 @@ def render(
         *TABLE_HEADER,
     ]
     order = ["lstm-serve", "naive", "null"]
-    for server in order + ["lstm-serve steps"] + list(V2_ROWS.values()):
-        conns = step_connections if server == "lstm-serve steps" else connections
+    for server in order + [STEPS, REDIS_STEPS] + list(V2_ROWS.values()):
+        conns = step_connections if server in (STEPS, REDIS_STEPS) else connections
         for c in conns:
             cell = cells.get((server, c))
             if cell is None or not cell.runs:
@@ -661,17 +676,34 @@ def render(
               "|---:|---:|---:|---:|"]
     for c in connections:
         ls, nv, nl = (cells.get((s, c)) for s in order)
-        st = cells.get(("lstm-serve steps", c))
+        st = cells.get((STEPS, c))
         lines.append(
             f"| {c} | {ratio(ls.rps, nv.rps) if ls and nv else 'n/a'} | {ratio(ls.rps, nl.rps) if ls and nl else 'n/a'} "
             f"| {ratio(st.rps, ls.rps) if st and st.runs and ls else '-'} |"
         )
     top = max(connections)
-    st, ls = cells.get(("lstm-serve steps", top)), cells.get(("lstm-serve", top))
+    st, ls = cells.get((STEPS, top)), cells.get(("lstm-serve", top))
     if st and st.runs and ls:
         share = st.rps / ls.rps
         verdict = "meets" if share >= 0.70 else "MISSES"
         lines += ["", f"Steps at {top} connections: {share:.0%} of predict throughput ({verdict} the >= 70 % target)."]
+    if any(cells.get((REDIS_STEPS, c)) for c in step_connections):
+        lines += ["", "Session steps with the Redis store against the in-process store (req/s, medians):", "",
+                  "| connections | in-process req/s | Redis req/s | Redis / in-process | Redis p50 ms |", "|---:|---:|---:|---:|---:|"]
+        for c in step_connections:
+            memory_cell, redis_cell = cells.get((STEPS, c)), cells.get((REDIS_STEPS, c))
+            if memory_cell and redis_cell and memory_cell.runs and redis_cell.runs:
+                lines.append(f"| {c} | {memory_cell.rps:,.0f} | {redis_cell.rps:,.0f} | "
+                             f"{redis_cell.rps / memory_cell.rps:.0%} | {redis_cell.p50:.2f} |")
+        top_steps, one = max(step_connections), min(step_connections)
+        memory_cell, redis_cell = cells.get((STEPS, top_steps)), cells.get((REDIS_STEPS, top_steps))
+        if memory_cell and redis_cell:
+            share = redis_cell.rps / memory_cell.rps
+            lines += ["", f"Redis-store steps at {top_steps} connections: {share:.0%} of in-process steps "
+                      f"({'meets' if share >= 0.5 else 'MISSES'} the >= 50 % target)."]
+        if (single := cells.get((REDIS_STEPS, one))) and one == 1:
+            lines += [f"Redis-store steps at 1 connection: p50 {single.p50:.2f} ms "
+                      f"({'meets' if single.p50 <= 0.8 else 'MISSES'} the <= 0.8 ms target)."]
     v2 = [(c, cells.get((V2_ROWS["http"], c)), cells.get((V2_ROWS["grpc"], c))) for c in connections]
     if any(h and g and h.runs and g.runs for _, h, g in v2):
         lines += ["", "KServe V2 infer, gRPC beside HTTP (binary tensors, the same Python asyncio client for both; "
@@ -707,6 +739,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1: leave the CPU to the server)")
     parser.add_argument("--sessions", type=int, default=256, help="sessions stepped round-robin (default 256)")
     parser.add_argument("--memory-sessions", type=int, default=10_000, help="sessions for the memory check")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0",
+                        help="Redis for the Redis-store step rows (own key prefix, removed after); skipped if it does not answer")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 s runs, 1 round, 1,000 memory sessions")
     parser.add_argument(
         "--output", type=Path, default=None,
@@ -740,6 +774,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{meta['date']} | {meta['cpu']} x{meta['cores']} | load {meta['load']}", flush=True)
 
     started: list[Server] = []
+    redis_prefix = f"lstm-serve-bench-{uuid.uuid4().hex[:8]}:"
+    use_redis = redis_answers(args.redis_url)
+    if not use_redis:
+        print(f"No Redis at {args.redis_url}: skipping the Redis-store step rows", flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="lstm-serve-bench-"))
     cells: dict[tuple[str, int], Cell] = {}
     memory = None
@@ -765,22 +803,31 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  all three answer; probabilities {probabilities}", flush=True)
 
         predict_lua = write_predict_script(tmp / "predict.lua", PREDICT_BODY)
-        ids = create_sessions(servers["lstm-serve"], args.sessions)
-        ids_lua = tmp / "ids.lua"
-        ids_lua.write_text("return {" + ",".join(json.dumps(i) for i in ids) + "}\n")
-        step_lua = {
-            c: tmp / f"step-{c}.lua" for c in step_connections
-        }
-        for c, path in step_lua.items():
-            path.write_text(
-                _STEP_LUA.replace("@IDS@", str(ids_lua)).replace("@BODY@", STEP_BODY)
-                .replace("@NTHREADS@", str(max(1, min(args.threads, c))))
+        # The session steps: on lstm-serve (in-process store) and on a second one keeping sessions in Redis.
+        steppers = {STEPS: servers["lstm-serve"]}
+        if use_redis:
+            steppers[REDIS_STEPS] = start_lstm_serve(
+                "lstm-serve-redis", model_dir, tmp, SESSION_STORE=args.redis_url, SESSION_KEY_PREFIX=redis_prefix
             )
+            started.append(steppers[REDIS_STEPS])
+            steppers[REDIS_STEPS].wait_ready()
+        step_lua: dict[tuple[str, int], Path] = {}
+        for label, server in steppers.items():
+            ids = create_sessions(server, args.sessions)
+            ids_lua = tmp / f"ids-{len(step_lua)}.lua"
+            ids_lua.write_text("return {" + ",".join(json.dumps(i) for i in ids) + "}\n")
+            for c in step_connections:
+                path = step_lua[(label, c)] = tmp / f"step-{len(step_lua)}.lua"
+                path.write_text(
+                    _STEP_LUA.replace("@IDS@", str(ids_lua)).replace("@BODY@", STEP_BODY)
+                    .replace("@NTHREADS@", str(max(1, min(args.threads, c))))
+                )
 
         # Short warm-up under load (first wrk connections, JIT-ish caches, thread pools).
         for label, server in servers.items():
             run_wrk(wrk, server.url + f"/models/{MODEL_NAME}/predict", predict_lua, 8, 1, args.threads)
-        run_wrk(wrk, servers["lstm-serve"].url, step_lua[step_connections[-1]], step_connections[-1], 1, args.threads)
+        for label, server in steppers.items():
+            run_wrk(wrk, server.url, step_lua[(label, step_connections[-1])], step_connections[-1], 1, args.threads)
 
         for round_no in range(1, args.repeats + 1):
             for c in connections:
@@ -796,18 +843,21 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"  round {round_no} {row:18s} c={c:<3d} {result.rps:9.1f} req/s  p50 {result.p50_ms:7.2f} ms"
                           f"  p99 {result.p99_ms:7.2f} ms  cpu {result.cpu_ms_per_request:6.3f} ms/req  errors {result.status_errors}", flush=True)
             for c in step_connections:
-                result = run_wrk(wrk, servers["lstm-serve"].url, step_lua[c], c, args.duration, args.threads, servers["lstm-serve"])
-                cells.setdefault(("lstm-serve steps", c), Cell("lstm-serve steps", c)).runs.append(result)
-                print(f"  round {round_no} {'steps':10s} c={c:<3d} {result.rps:9.1f} req/s  p50 {result.p50_ms:7.2f} ms"
-                      f"  p99 {result.p99_ms:7.2f} ms  cpu {result.cpu_ms_per_request:6.3f} ms/req  errors {result.status_errors}+{result.socket_errors}", flush=True)
+                for label, server in steppers.items():
+                    result = run_wrk(wrk, server.url, step_lua[(label, c)], c, args.duration, args.threads, server)
+                    cells.setdefault((label, c), Cell(label, c)).runs.append(result)
+                    print(f"  round {round_no} {label.removeprefix('lstm-serve '):10s} c={c:<3d} {result.rps:9.1f} req/s"
+                          f"  p50 {result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms  cpu {result.cpu_ms_per_request:6.3f} ms/req"
+                          f"  errors {result.status_errors}+{result.socket_errors}", flush=True)
 
-        for server in servers.values():
-            server.stop()
+        stop_all(started)
         print(f"Session memory: {args.memory_sessions:,} sessions on a fresh lstm-serve ...", flush=True)
         memory = measure_session_memory(model_dir, tmp, args.memory_sessions)
     finally:
         stop_all(started)
         shutil.rmtree(tmp, ignore_errors=True)
+        if use_redis:
+            drop_redis_keys(args.redis_url, redis_prefix)
 
     publish(render(cells, connections, step_connections, memory, meta, probabilities), args.output)
     return 0

@@ -83,9 +83,15 @@ class SessionsUnsupported(Conflict):
 
 
 class SessionBusy(Conflict):
-    """Another step held the session's lock for longer than the lock timeout."""
+    """The session stayed locked by another step past the lock wait, or this step lost its lock (and wrote nothing)."""
 
     code = "session_busy"
+
+
+class StepOutOfOrder(Conflict):
+    """A step's ``seq`` is neither the session's next step nor a repeat of its last applied one."""
+
+    code = "step_out_of_order"
 
 
 class JobNotCancellable(Conflict):
@@ -100,6 +106,24 @@ class CapacityExceeded(LstmServeError):
     """A configured limit (live sessions, queued jobs) is reached; retry later."""
 
     code = "capacity_exceeded"
+
+
+class Unavailable(LstmServeError):
+    """Base for a dependency that cannot answer now; the same request may succeed when retried."""
+
+    code = "unavailable"
+
+
+class StateStoreUnavailable(Unavailable):
+    """The session store did not answer within its deadline; nothing was changed."""
+
+    code = "state_store_unavailable"
+
+
+class StateUnknown(Unavailable):
+    """A session's new state was sent to the store but its outcome is unknown: it may or may not be applied."""
+
+    code = "state_unknown"
 
 
 class InsufficientStorage(LstmServeError):

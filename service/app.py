@@ -93,7 +93,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             store, batcher, settings.max_sequences_per_request, settings.max_padded_values
         )
         app.state.sessions = SessionService(
-            open_session_store(settings.session_store, settings.session_key_prefix),
+            open_session_store(
+                settings.session_store,
+                settings.session_key_prefix,
+                lock_ttl_s=settings.session_lock_ttl_s,
+                lock_wait_s=settings.session_lock_wait_s,
+                timeout_s=settings.session_store_timeout_s,
+            ),
             store,
             batcher,
             default_ttl_s=settings.session_ttl_s,

@@ -55,6 +55,18 @@ class Settings(BaseSettings):
     session_ttl_s: int = Field(600, ge=1, description="Default idle time before a session expires")
     session_key_prefix: str = Field("lstm-serve:", description="Prefix of every Redis key the service writes")
     session_reap_interval_s: float = Field(5.0, gt=0)
+    session_lock_ttl_s: float = Field(
+        4.0, gt=0, le=5, description="Redis session lock lifetime (renewed while its step runs): the longest a "
+        "killed or frozen replica keeps its sessions locked"
+    )
+    session_lock_wait_s: float = Field(
+        5.0, gt=0, description="Longest a step waits for another step's lock on its session (then 409 session_busy)"
+    )
+    session_store_timeout_s: float = Field(
+        0.8, gt=0, description="Deadline of each Redis call: connection wait, connect, send and reply (then 503). "
+        "A request makes at most one call that can stall (the first that does ends it), so 0.8 s answers a "
+        "stalled Redis within 2 s even after a slow lock"
+    )
     batch_max_size: int = Field(256, ge=1, description="Most requests merged into one engine call")
     batch_timeout_us: int = Field(0, ge=0, description="Longest a request waits for others to join its batch")
     batch_threads: int = Field(1, ge=1, description="Threads running engine calls (these machines have 2 cores)")

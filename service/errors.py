@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from models.errors import CapacityExceeded, Conflict, InsufficientStorage, InvalidInput, LstmServeError, NotFound
+from models.errors import CapacityExceeded, Conflict, InsufficientStorage, InvalidInput, LstmServeError, NotFound, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +24,7 @@ _STATUS: list[tuple[type[LstmServeError], int]] = [
     (InvalidInput, 422),
     (Conflict, 409),
     (CapacityExceeded, 429),
+    (Unavailable, 503),
     (InsufficientStorage, 507),
 ]
 

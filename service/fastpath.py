@@ -1,43 +1,31 @@
-"""A lean path for the two hottest routes: ``POST /models/{name}/predict`` and ``/sessions/{id}/step``.
+"""A lean entry for the two hottest routes: ``POST /models/{name}/predict`` and ``/sessions/{id}/step``.
 
 The model call takes microseconds; FastAPI's routing and dependency resolution took most of each
-request's CPU time (bench/: about 4x the throughput without them). For a well-formed JSON body, this
-ASGI middleware validates with the very same request schema, calls the very same data plane and
-serializes the very same response model, without that machinery. Anything else (an invalid body, an
-unknown model or session, a missing or chunked Content-Length, ``API_KEY_ALL``, any error) is handed,
-body intact, to the normal route, which answers it exactly as it always does. The routes therefore stay
-the single source of behaviour and of the OpenAPI docs; this path only answers what they would answer
-with 200. A step that failed here changed nothing (a session's state is saved last), so handing it on
-cannot apply it twice.
+request's CPU time (bench/: about 4x the throughput without them). This ASGI middleware reads a JSON body,
+validates it with the route's own request schema, and calls the route's own answer function
+(``answer_predict``, ``answer_step``): one implementation of each behaviour, two entries. A domain error
+raised by the answer is rendered as the routes render it (``problem_of``, ``native_response``).
+
+A request is handed to the normal route only *before* anything happened: when it is not eligible (a
+missing or chunked Content-Length, not JSON, too large, ``API_KEY_ALL``), or its body does not validate
+(the route then answers the 422 in FastAPI's exact format). Once an answer function has started, this path
+answers whatever happens, so a step whose save was sent is never handed over and applied a second time.
 """
 
-import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.schemas import NAME_PATTERN, PredictRequest, PredictResponse, StepRequest, StepResponse
-
-log = logging.getLogger(__name__)
-
-Answer = Callable[[Any, str, bytes], Awaitable[bytes]]
-
-
-async def _predict(state: Any, name: str, body: bytes) -> bytes:
-    request = PredictRequest.model_validate_json(body)
-    servable, probabilities = await state.predictor.predict(name, request.sequences, request.version, request.truncate)
-    state.metrics.predicted.labels(name).inc(len(probabilities))
-    return PredictResponse.of(name, servable.meta.version, probabilities).model_dump_json().encode()
-
-
-async def _step(state: Any, session_id: str, body: bytes) -> bytes:
-    request = StepRequest.model_validate_json(body)
-    record, probabilities = await state.sessions.step(session_id, request.values)
-    state.metrics.steps.labels(record.model).inc(len(probabilities))
-    return StepResponse.of(session_id, record.steps_seen, probabilities).model_dump_json().encode()
+from models.errors import LstmServeError
+from service.api.models import answer_predict
+from service.api.sessions import answer_step
+from service.errors import native_response, problem_of
+from service.schemas import NAME_PATTERN, PredictRequest, StepRequest
 
 
 @dataclass(frozen=True)
@@ -45,17 +33,29 @@ class _FastRoute:
     pattern: re.Pattern[str]
     #: The route template, as the metrics middleware labels requests (``scope["route"].path``).
     path: str
-    answer: Answer
+    schema: type[BaseModel]
+    #: ``(app.state, path parameter, validated body) -> response model``: the route's answer function.
+    answer: Callable[[Any, str, Any], Awaitable[BaseModel]]
 
 
 _ROUTES = (
-    _FastRoute(re.compile(r"^/models/(" + NAME_PATTERN.strip("^$") + r")/predict$"), "/models/{name}/predict", _predict),
-    _FastRoute(re.compile(r"^/sessions/([A-Za-z0-9_-]{1,64})/step$"), "/sessions/{session_id}/step", _step),
+    _FastRoute(
+        re.compile(r"^/models/(" + NAME_PATTERN.strip("^$") + r")/predict$"),
+        "/models/{name}/predict",
+        PredictRequest,
+        lambda state, name, body: answer_predict(state.predictor, state.metrics, name, body),
+    ),
+    _FastRoute(
+        re.compile(r"^/sessions/([A-Za-z0-9_-]{1,64})/step$"),
+        "/sessions/{session_id}/step",
+        StepRequest,
+        lambda state, session_id, body: answer_step(state.sessions, state.metrics, session_id, body),
+    ),
 )
 
 
 class FastPath:
-    """Answers valid predict and step requests directly; hands every other request on unchanged."""
+    """Answers predict and step requests with valid bodies directly; hands every other request on unchanged."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -68,16 +68,19 @@ class FastPath:
             await self.app(scope, receive, send)
             return
         body, complete = await _read(receive, length)
-        answer = None
-        if complete:
-            try:
-                answer = await route.answer(scope["app"].state, match.group(1), body)
-            except Exception:  # noqa: BLE001 - the normal route answers every failure in the usual format
-                log.debug("Fast path handing %s to the route", scope["path"], exc_info=True)
-        if answer is None:
+        try:
+            request = route.schema.model_validate_json(body) if complete else None
+        except ValidationError:
+            request = None
+        if request is None:  # nothing has happened yet: the route answers it in its usual format
             await self.app(scope, _replay(body, receive), send)
             return
         scope["route"] = route
+        try:
+            answer = (await route.answer(scope["app"].state, match.group(1), request)).model_dump_json().encode()
+        except LstmServeError as exc:
+            await native_response(problem_of(exc, Request(scope)))(scope, receive, send)
+            return
         await send({"type": "http.response.start", "status": 200, "headers": [
             (b"content-type", b"application/json"), (b"content-length", str(len(answer)).encode())]})
         await send({"type": "http.response.body", "body": answer})

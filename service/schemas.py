@@ -209,6 +209,13 @@ class SessionPublic(BaseModel):
 
 class StepRequest(RequestModel):
     values: Annotated[list[FiniteNumber], Field(min_length=1, max_length=100_000)] = Field(examples=[[0.1, 0.4]])
+    seq: int | None = Field(
+        None,
+        ge=0,
+        description="Steps the session had seen before these values (the first step is 0). With it a retried "
+        "step is applied exactly once: the next seq applies, a repeat of the last applied step (same seq, same "
+        "values) answers it again, anything else is 409 step_out_of_order.",
+    )
 
 
 class StepResponse(BaseModel):

@@ -98,7 +98,7 @@ def test_deleting_a_model_under_live_sessions_answers_404(server: ServiceProcess
                 with lock:
                     statuses.append(response.status_code)
                 if response.status_code == 404:
-                    assert response.json()["error"]["code"] == "model_not_found", response.text
+                    assert response.json()["error"]["code"] == "model_deleted", response.text
                 if deleted.is_set():
                     after += 1
 

@@ -1,10 +1,16 @@
-"""The fast path answers exactly what the routes answer: same bodies, same errors, same metrics."""
+"""The fast path answers exactly what the routes answer: same bodies, same errors, same metrics; and once it
+started answering a request it never hands it to the route (which would apply a step a second time)."""
 
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+
+from models.errors import StateUnknown
+from models.serving.session_store import MemorySessionStore, SessionRecord
 
 JSON = {"content-type": "application/json"}
 
@@ -37,20 +43,23 @@ def test_predict_answers_match_the_route(pair: tuple[TestClient, TestClient], bo
     assert (fast.status_code, fast.json()) == (route.status_code, route.json())
 
 
+def step_on_both(pair: tuple[TestClient, TestClient], sessions: list[str], body: str) -> list[tuple[int, Any]]:
+    """``body`` stepped on each client's own session: each (status, body), its session id written ``<id>``."""
+    answers = []
+    for client, session_id in zip(pair, sessions, strict=True):
+        response = client.post(f"/sessions/{session_id}/step", content=body, headers=JSON)
+        answers.append((response.status_code, json.loads(response.text.replace(session_id, "<id>"))))
+    return answers
+
+
 def test_step_answers_match_the_route_and_failed_steps_change_nothing(pair: tuple[TestClient, TestClient]) -> None:
     # Float models take every number; token models refuse 0.5, 1.5 and ids beyond the vocabulary.
     for model, expected_steps in (("m-lstm", 6), ("m-emb", 3)):
         sessions = [client.post(f"/models/{model}/sessions").json()["session_id"] for client in pair]
         for body in ('{"values": [1, 2, 3]}', '{"values": [0.5]}', '{"values": []}', '{"values": ["a"]}',
                      '{"values": [1.5]}', '{"values": [100000]}', '{"values": [4]'):
-            fast, route = (
-                client.post(f"/sessions/{sid}/step", content=body, headers=JSON)
-                for client, sid in zip(pair, sessions, strict=True)
-            )
-            fast_body, route_body = fast.json(), route.json()
-            if fast.status_code == 200:
-                assert fast_body.pop("session_id") == sessions[0] and route_body.pop("session_id") == sessions[1]
-            assert (fast.status_code, fast_body) == (route.status_code, route_body)
+            fast, route = step_on_both(pair, sessions, body)
+            assert fast == route, body
         steps_seen = [c.get(f"/sessions/{s}").json()["steps_seen"] for c, s in zip(pair, sessions, strict=True)]
         assert steps_seen == [expected_steps, expected_steps]
 
@@ -87,3 +96,35 @@ def test_api_key_all_is_never_bypassed(app_client: Callable[..., TestClient], tr
     assert client.post("/models/m-lstm/predict", json={"sequences": [[0.1]]}).status_code == 401
     ok = client.post("/models/m-lstm/predict", json={"sequences": [[0.1]]}, headers={"authorization": "Bearer k"})
     assert ok.status_code == 200
+
+
+def test_step_seq_answers_match_the_route(pair: tuple[TestClient, TestClient]) -> None:
+    sessions = [client.post("/models/m-lstm/sessions").json()["session_id"] for client in pair]
+    for body in ('{"values": [1, 2], "seq": 0}', '{"values": [1, 2], "seq": 0}', '{"values": [3], "seq": 0}',
+                 '{"values": [3], "seq": 9}', '{"values": [3], "seq": -1}', '{"values": [3], "seq": 2}'):
+        fast, route = step_on_both(pair, sessions, body)
+        assert fast == route, body
+    assert [c.get(f"/sessions/{s}").json()["steps_seen"] for c, s in zip(pair, sessions, strict=True)] == [3, 3]
+
+
+class SaveSentButUnconfirmed(MemorySessionStore):
+    """Writes every save, then reports its outcome unknown: as a Redis whose acknowledgement came too late."""
+
+    async def save(self, record: SessionRecord) -> SessionRecord:
+        await super().save(record)
+        raise StateUnknown("The save was sent; its acknowledgement did not come in time.")
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_a_step_whose_save_was_sent_is_answered_from_that_outcome_never_applied_again(
+    app_client: Callable[..., TestClient], trained_dir: Path, fast_path: bool
+) -> None:
+    client = app_client(trained_dir, fast_path=fast_path)
+    client.app.state.sessions.store = SaveSentButUnconfirmed()
+    session_id = client.post("/models/m-lstm/sessions").json()["session_id"]
+    response = client.post(f"/sessions/{session_id}/step", content='{"values": [0.5]}', headers=JSON)
+    assert response.status_code == 503
+    assert response.json() == {"error": {
+        "code": "state_unknown", "message": "The save was sent; its acknowledgement did not come in time.", "details": {}}}
+    assert client.get(f"/sessions/{session_id}").json()["steps_seen"] == 1
+    assert 'route="/sessions/{session_id}/step",status="503"} 1.0' in client.get("/metrics").text

@@ -33,7 +33,9 @@ def store_settings(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
         yield {"session_store": "memory"}
         return
     prefix = f"lstm-serve-test-{uuid.uuid4().hex}:"
-    yield {"session_store": REDIS_URL, "session_key_prefix": prefix}
+    # A generous deadline: these tests check results under concurrency, not deadlines (tests/e2e/test_session_faults.py
+    # does), and 200 concurrent in-process clients on this shared machine can keep the event loop busy past the default.
+    yield {"session_store": REDIS_URL, "session_key_prefix": prefix, "session_store_timeout_s": 5.0}
     client = redis.Redis.from_url(REDIS_URL)
     keys = list(client.scan_iter(f"{prefix}*"))
     if keys:
@@ -264,5 +266,67 @@ def test_session_survives_retraining_and_fails_cleanly_after_delete(app_client: 
     assert client.delete("/models/r").status_code == 204
     gone = client.post(f"/sessions/{session['session_id']}/step", json={"values": [0.5]})
     assert gone.status_code == 404
-    assert gone.json()["error"]["code"] == "model_not_found"
+    assert gone.json()["error"]["code"] == "model_deleted"
     assert first["steps_seen"] == 1
+    # A new model under the same name (other units) is another model: the old session stays ended.
+    train(client, "r", architecture="lstm", params={"units": 3}, data={"sequences": [[0.1, 0.2]] * 4, "labels": [0, 1] * 2}, epochs=1)
+    for response in (
+        client.post(f"/sessions/{session['session_id']}/step", json={"values": [0.5]}),
+        client.post(f"/sessions/{session['session_id']}/step", json={"values": [0.5], "seq": 2}),
+        client.post(f"/sessions/{session['session_id']}/reset"),
+    ):
+        assert response.status_code == 404, response.text
+        assert response.json()["error"]["code"] == "model_deleted"
+        assert response.json()["error"]["details"] == {"session_id": session["session_id"], "model": "r", "version": 1}
+    assert client.get(f"/sessions/{session['session_id']}").json()["steps_seen"] == 2
+
+
+def test_seq_applies_the_next_step_replays_the_last_and_refuses_others(served: TestClient) -> None:
+    session_id = start(served, "m-lstm")["session_id"]
+    reference = start(served, "m-lstm")["session_id"]
+    url = f"/sessions/{session_id}/step"
+
+    first = served.post(url, json={"values": [0.1, 0.2], "seq": 0})
+    assert first.status_code == 200 and first.json()["steps_seen"] == 2
+    again = served.post(url, json={"values": [0.1, 0.2], "seq": 0})
+    assert (again.status_code, again.json()) == (200, first.json())  # answered again, not applied again
+    assert served.get(f"/sessions/{session_id}").json()["steps_seen"] == 2
+
+    for body, got in (({"values": [0.9], "seq": 0}, 0), ({"values": [0.1, 0.2], "seq": 1}, 1), ({"values": [0.3], "seq": 7}, 7)):
+        response = served.post(url, json=body)
+        assert response.status_code == 409, body
+        error = response.json()["error"]
+        assert error["code"] == "step_out_of_order"
+        assert error["details"] == {"session_id": session_id, "field": "seq", "expected": 2, "got": got}
+
+    second = served.post(url, json={"values": [0.3], "seq": 2}).json()
+    assert second["steps_seen"] == 3
+    expected = step(served, reference, [0.1, 0.2, 0.3])["probabilities"]
+    assert first.json()["probabilities"] + second["probabilities"] == pytest.approx(expected, abs=1e-6)
+    # Only the last applied step can be answered again.
+    assert served.post(url, json={"values": [0.1, 0.2], "seq": 0}).json()["error"]["details"]["expected"] == 3
+    # A step without seq is recorded as the last step too: a retry of it with its seq is answered again.
+    plain = step(served, session_id, [0.4])
+    assert served.post(url, json={"values": [0.4], "seq": 3}).json() == plain
+    assert served.get(f"/sessions/{session_id}").json()["steps_seen"] == 4
+    # After a reset the session starts over at seq 0, and earlier steps cannot be answered again.
+    assert served.post(f"/sessions/{session_id}/reset").status_code == 200
+    assert served.post(url, json={"values": [0.4], "seq": 3}).json()["error"]["details"]["expected"] == 0
+    restarted = served.post(url, json={"values": [0.1, 0.2], "seq": 0}).json()
+    assert restarted == first.json()
+
+
+def test_replayed_steps_are_not_counted_as_steps(served: TestClient) -> None:
+    session_id = start(served, "m-td")["session_id"]
+    for _ in range(3):
+        assert served.post(f"/sessions/{session_id}/step", json={"values": [0.5, 0.6], "seq": 0}).status_code == 200
+    assert 'lstm_serve_session_steps_total{model="m-td"} 2.0' in served.get("/metrics").text
+
+
+def test_seq_validation(served: TestClient) -> None:
+    session_id = start(served, "m-lstm")["session_id"]
+    for seq in (-1, "0", 1.5, True):
+        response = served.post(f"/sessions/{session_id}/step", json={"values": [0.1], "seq": seq})
+        assert response.status_code == 422, seq
+        assert response.json()["error"]["details"]["field"] == "seq"
+    assert served.get(f"/sessions/{session_id}").json()["steps_seen"] == 0

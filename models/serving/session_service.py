@@ -1,28 +1,58 @@
 """The session data plane: create, step, reset and end per-session LSTM state.
 
-A session is pinned to the model version it started on; its state lives in a ``SessionStore`` and is
-advanced by the version's explicit-state step engine through the ``BatchScheduler``. One set of weights
-therefore serves any number of sessions, and a retrained model never disturbs a live session.
+A session is pinned to the model version (and incarnation) it started on; its state lives in a
+``SessionStore`` and is advanced by the version's explicit-state step engine through the
+``BatchScheduler``. One set of weights therefore serves any number of sessions, a retrained model never
+disturbs a live session, and a deleted model (even if recreated under the same name) ends them.
+
+Steps are exactly-once with ``seq`` (the number of steps the session had seen before the values): the
+next ``seq`` applies, a repeat of the last applied step answers its stored probabilities again and applies
+nothing, anything else is ``StepOutOfOrder``. The check and the save happen under the session's lock.
 """
 
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import partial
 
 import anyio.to_thread
 import numpy as np
 
-from models.serving.batching import BatchScheduler, step_batch
-from models.errors import SessionsUnsupported
+from models.errors import (
+    ModelDeleted,
+    ModelNotFound,
+    SessionsUnsupported,
+    StepOutOfOrder,
+    Unavailable,
+    VersionNotFound,
+)
 from models.inputs import to_step_input
-from models.serving.servable import Servable
-from models.serving.session_store import SessionRecord, SessionStore, decode_state, encode_state, new_session_id
+from models.serving.batching import BatchScheduler, step_batch
+from models.serving.servable import ModelMeta, Servable
+from models.serving.session_store import (
+    SessionRecord,
+    SessionStore,
+    decode_state,
+    encode_state,
+    new_session_id,
+    values_digest,
+)
 from models.serving.store import ModelStore
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Stepped:
+    """The outcome of a step: the session after it, the probability after each value, and whether this was
+    a repeat of the last applied step answered again (nothing applied)."""
+
+    record: SessionRecord
+    probabilities: np.ndarray
+    replayed: bool
 
 
 class SessionService:
@@ -59,6 +89,7 @@ class SessionService:
             session_id=session_id or new_session_id(),
             model=model,
             version=servable.meta.version,
+            incarnation=servable.meta.incarnation,
             ttl_s=ttl,
             expires_at=time.time() + ttl,
         )
@@ -73,29 +104,45 @@ class SessionService:
         """The session's record."""
         return await self.store.get(session_id)
 
-    async def step(self, session_id: str, values: Sequence[float]) -> tuple[SessionRecord, np.ndarray]:
-        """Feed ``values`` in order; return the updated record and the probability after each value."""
+    async def step(self, session_id: str, values: Sequence[float], seq: int | None = None) -> Stepped:
+        """Feed ``values`` in order (as step ``seq`` when given); the session after it and each probability."""
+        digest = values_digest(values)
         async with self.store.locked(session_id) as record:
-            servable = await self._servable(record.model, record.version)
+            with _pinned(record):
+                servable = await self._servable(record.model, record.version)
+            _same_incarnation(record, servable.meta)
+            if seq is not None and seq != record.steps_seen:
+                replayed = record.replay(seq, digest)
+                if replayed is None:
+                    raise StepOutOfOrder(
+                        f"Session '{session_id}' has seen {record.steps_seen} steps, so the next step is seq "
+                        f"{record.steps_seen}; seq {seq} is neither that nor a repeat of the last applied step "
+                        "(same seq, same values). Read the session to see where it is.",
+                        session_id=session_id,
+                        field="seq",
+                        expected=record.steps_seen,
+                        got=seq,
+                    )
+                return Stepped(record, replayed, replayed=True)
             x = to_step_input(values, input_kind=servable.architecture.input_kind, vocab_size=servable.params.vocab_size)
             h, c = decode_state(record.state, servable.params.units)
             probabilities, h, c = await self.batcher.submit(
                 ("step", servable), (x, h, c), partial(step_batch, servable)
             )
-            saved = await self.store.save(
-                replace(record, steps_seen=record.steps_seen + len(x), state=encode_state(h, c))
-            )
-        return saved, probabilities
+            saved = await self.store.save(record.stepped(encode_state(h, c), digest, probabilities))
+        return Stepped(saved, probabilities, replayed=False)
 
     async def reset(self, session_id: str) -> SessionRecord:
         """Back to the zero state with ``steps_seen`` 0."""
         async with self.store.locked(session_id) as record:
-            return await self.store.save(replace(record, steps_seen=0, state=b""))
+            with _pinned(record):
+                meta = self.models.meta(record.model, record.version)
+            _same_incarnation(record, meta)
+            return await self.store.save(record.reset())
 
     async def delete(self, session_id: str) -> None:
-        """End a session."""
-        async with self.store.locked(session_id):
-            await self.store.delete(session_id)
+        """End a session (a step in flight on it then finds it gone and writes nothing)."""
+        await self.store.delete(session_id)
 
     async def reap_forever(self, interval_s: float) -> None:
         """Drop expired sessions every ``interval_s`` until cancelled."""
@@ -103,8 +150,37 @@ class SessionService:
             await asyncio.sleep(interval_s)
             try:
                 reaped = await self.store.reap()
-            except Exception:  # noqa: BLE001 - a failed sweep (e.g. Redis restarting) is retried next time
+            except Unavailable as exc:  # e.g. Redis restarting: the next sweep catches up
+                log.warning("Session reaper skipped a sweep: %s", exc.message)
+                continue
+            except Exception:  # noqa: BLE001 - a failed sweep is retried next time
                 log.exception("Session reaper failed")
                 continue
             if reaped:
                 log.info("Reaped %d expired session(s)", reaped)
+
+
+def _deleted(record: SessionRecord) -> ModelDeleted:
+    return ModelDeleted(
+        f"Model '{record.model}' was deleted after session '{record.session_id}' started on its version "
+        f"{record.version}; the session has ended (a model now of that name is another model). Start a new session.",
+        session_id=record.session_id,
+        model=record.model,
+        version=record.version,
+    )
+
+
+@contextmanager
+def _pinned(record: SessionRecord) -> Iterator[None]:
+    """Looking up the version a session is pinned to: a model or version gone means the model was deleted."""
+    try:
+        yield
+    except (ModelNotFound, VersionNotFound):
+        raise _deleted(record) from None
+
+
+def _same_incarnation(record: SessionRecord, meta: ModelMeta) -> None:
+    """``ModelDeleted`` when the model under the session's name is no longer the one it started on."""
+    # Records written before incarnations existed carry "": nothing to compare.
+    if record.incarnation and meta.incarnation != record.incarnation:
+        raise _deleted(record)

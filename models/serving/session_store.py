@@ -1,41 +1,86 @@
 """Session stores: where each session's LSTM state (h, c) lives between steps.
 
 Two stores share one interface: ``MemorySessionStore`` (in-process, the embedded default) and
-``RedisSessionStore`` (redis-py, so several replicas share sessions). Both serialize steps on one
-session with a per-session lock, expire idle sessions (sliding TTL) and cap how many are live.
-State travels as compact bytes: float32 ``h`` then ``c``; empty bytes mean the zero state.
+``RedisSessionStore`` (so several replicas share sessions). Both serialize steps on one session with a
+per-session lock held at most ``lock_wait_s`` by a waiter, expire idle sessions (sliding TTL) and cap how
+many are live. State travels as compact bytes: float32 ``h`` then ``c``; empty bytes mean the zero state.
+Each record also keeps its last applied step (a digest of its values and its probabilities as float32), so
+a repeated step is answered again without being applied twice (``SessionRecord.replay``).
 """
 
 import asyncio
+import hashlib
+import itertools
+import logging
+import math
+import os
 import secrets
+import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import redis.asyncio as aioredis
-from redis.exceptions import LockError
+from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
-from models.errors import CapacityExceeded, SessionBusy, SessionNotFound
+from models.errors import CapacityExceeded, SessionBusy, SessionNotFound, StateStoreUnavailable, StateUnknown
+
+log = logging.getLogger(__name__)
+
+#: Bytes of the fingerprint of a step's values kept in ``SessionRecord.last_step`` (64 bits: a repeat of the
+#: last step and a different one with the same ``seq`` are told apart except with probability 2**-64).
+DIGEST_BYTES = 8
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, kw_only=True)
 class SessionRecord:
-    """One session: the model version it is pinned to, how far it got, and its recurrent state."""
+    """One session: the model version (and incarnation) it is pinned to, how far it got, its recurrent
+    state, and its last applied step (``DIGEST_BYTES`` of digest, then that step's probabilities as float32)."""
 
     session_id: str
     model: str
     version: int
+    incarnation: str = ""
     ttl_s: int
     expires_at: float
     steps_seen: int = 0
     state: bytes = b""
+    last_step: bytes = b""
 
     def touched(self, now: float) -> "SessionRecord":
         """The same session with its expiry moved ``ttl_s`` past ``now`` (sliding expiry)."""
         return replace(self, expires_at=now + self.ttl_s)
+
+    def stepped(self, state: bytes, digest: bytes, probabilities: np.ndarray) -> "SessionRecord":
+        """The session after a step whose values had ``digest`` and answered ``probabilities``."""
+        return replace(
+            self,
+            steps_seen=self.steps_seen + len(probabilities),
+            state=state,
+            last_step=digest + np.asarray(probabilities, np.float32).tobytes(),
+        )
+
+    def reset(self) -> "SessionRecord":
+        """The session back at the zero state, as if new."""
+        return replace(self, steps_seen=0, state=b"", last_step=b"")
+
+    def replay(self, seq: int, digest: bytes) -> np.ndarray | None:
+        """The probabilities of the last applied step if ``seq`` and ``digest`` repeat it, else ``None``."""
+        if self.last_step[:DIGEST_BYTES] != digest:
+            return None
+        probabilities = np.frombuffer(self.last_step, np.float32, offset=DIGEST_BYTES)
+        return probabilities if seq == self.steps_seen - len(probabilities) else None
+
+
+def values_digest(values: Sequence[float]) -> bytes:
+    """A short fingerprint of a step's values (token ids and floats alike, as float64)."""
+    return hashlib.blake2b(np.asarray(values, np.float64).tobytes(), digest_size=DIGEST_BYTES).digest()
 
 
 def encode_state(h: np.ndarray, c: np.ndarray) -> bytes:
@@ -61,8 +106,19 @@ def _not_found(session_id: str) -> SessionNotFound:
     return SessionNotFound(f"No live session '{session_id}' (unknown, deleted or expired).", session_id=session_id)
 
 
+def _busy(session_id: str, wait_s: float) -> SessionBusy:
+    return SessionBusy(
+        f"Session '{session_id}' stayed locked by another step for {wait_s:g} s; retry.", session_id=session_id
+    )
+
+
+def _full(max_sessions: int) -> CapacityExceeded:
+    return CapacityExceeded(f"{max_sessions} sessions are live; delete one or wait for expiry.", limit=max_sessions)
+
+
 class SessionStore(Protocol):
-    """Where sessions live. All methods raise ``SessionNotFound`` for unknown or expired ids."""
+    """Where sessions live. All methods raise ``SessionNotFound`` for unknown or expired ids, and
+    ``StateStoreUnavailable`` when the store cannot be reached in time (then nothing was changed)."""
 
     async def create(self, record: SessionRecord, max_sessions: int) -> None:
         """Add a new session; ``CapacityExceeded`` when ``max_sessions`` are live."""
@@ -73,11 +129,14 @@ class SessionStore(Protocol):
         ...
 
     def locked(self, session_id: str) -> "AsyncIterator[SessionRecord]":
-        """Async context manager: hold the session's lock and yield its record."""
+        """Async context manager: hold the session's lock and yield its record; ``SessionBusy`` when another
+        step keeps it locked longer than the lock wait."""
         ...
 
     async def save(self, record: SessionRecord) -> SessionRecord:
-        """Write back a record read under ``locked``, its expiry refreshed; return what was written."""
+        """Write back a record read under ``locked`` (releasing the lock), its expiry refreshed; return what was
+        written. ``SessionBusy`` if the lock was lost meanwhile (nothing written); ``StateUnknown`` if the write
+        was sent but its outcome is unknown."""
         ...
 
     async def delete(self, session_id: str) -> None:
@@ -86,10 +145,6 @@ class SessionStore(Protocol):
 
     async def reap(self) -> int:
         """Drop expired sessions; return how many."""
-        ...
-
-    async def count(self) -> int:
-        """Live sessions."""
         ...
 
     async def close(self) -> None:
@@ -104,13 +159,24 @@ class _KeyedLocks:
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
     @asynccontextmanager
-    async def hold(self, key: str) -> AsyncIterator[None]:
+    async def hold(self, key: str, wait_s: float) -> AsyncIterator[None]:
+        """Hold ``key``'s lock; ``SessionBusy`` after waiting ``wait_s`` for it."""
         lock, users = self._locks.get(key, (None, 0))
         lock = lock or asyncio.Lock()
         self._locks[key] = (lock, users + 1)
         try:
-            async with lock:
+            if lock.locked():
+                try:
+                    async with asyncio.timeout(wait_s):
+                        await lock.acquire()
+                except TimeoutError:
+                    raise _busy(key, wait_s) from None
+            else:
+                await lock.acquire()
+            try:
                 yield
+            finally:
+                lock.release()
         finally:
             lock, users = self._locks[key]
             if users == 1:
@@ -122,9 +188,10 @@ class _KeyedLocks:
 class MemorySessionStore:
     """Sessions in a dict of this process: the embedded default, nothing to run beside the service."""
 
-    def __init__(self) -> None:
+    def __init__(self, lock_wait_s: float = 5.0) -> None:
         self._records: dict[str, SessionRecord] = {}
         self._locks = _KeyedLocks()
+        self._lock_wait_s = lock_wait_s
 
     def _live(self, session_id: str, now: float) -> SessionRecord:
         record = self._records.get(session_id)
@@ -136,7 +203,7 @@ class MemorySessionStore:
         if len(self._records) >= max_sessions:
             await self.reap()
         if len(self._records) >= max_sessions:
-            raise CapacityExceeded(f"{max_sessions} sessions are live; delete one or wait for expiry.", limit=max_sessions)
+            raise _full(max_sessions)
         self._records[record.session_id] = record
 
     async def get(self, session_id: str) -> SessionRecord:
@@ -144,7 +211,7 @@ class MemorySessionStore:
 
     @asynccontextmanager
     async def locked(self, session_id: str) -> AsyncIterator[SessionRecord]:
-        async with self._locks.hold(session_id):
+        async with self._locks.hold(session_id, self._lock_wait_s):
             yield self._live(session_id, time.time())
 
     async def save(self, record: SessionRecord) -> SessionRecord:
@@ -164,113 +231,443 @@ class MemorySessionStore:
             del self._records[sid]
         return len(expired)
 
-    async def count(self) -> int:
-        return len(self._records)
-
     async def close(self) -> None:
         self._records.clear()
+
+
+# --------------------------------------------------------------------------------------------------
+# Redis: every operation on a session is one Lua script, so each is atomic on the server.
+# Session hash fields, in the order _RECORD reads them:
+_FIELDS = ("model", "version", "incarnation", "ttl_s", "expires_at", "steps_seen", "state", "last")
+_HMGET = "redis.call('HMGET', KEYS[1], " + ", ".join(f"'{f}'" for f in _FIELDS) + ")"
+
+#: KEYS session, lock; ARGV token, lock ttl ms, now. The record, or 0 when another step holds the lock, or
+#: nil when the session is not live. The lock is taken (or kept, if this token already holds it: a retry
+#: after a lost reply) only for a live session.
+LOCK_AND_READ = f"""
+local r = {_HMGET}
+if not r[1] or tonumber(r[5]) <= tonumber(ARGV[3]) then return nil end
+local holder = redis.call('GET', KEYS[2])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+return r
+"""
+
+#: KEYS session, lock, index; ARGV token, session id, expires_at, expiry ms, steps_seen, state, last.
+#: 1 written (and the lock released), 0 the lock is no longer this token's (nothing written), -1 the session
+#: was deleted meanwhile. The fence: the state is written only in the same script that checks the token.
+SAVE_AND_UNLOCK = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[2])
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+redis.call('HSET', KEYS[1], 'expires_at', ARGV[3], 'steps_seen', ARGV[5], 'state', ARGV[6], 'last', ARGV[7])
+redis.call('PEXPIREAT', KEYS[1], ARGV[4])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
+return 1
+"""
+
+#: KEYS lock; ARGV token, lock ttl ms (0: release). 1 if the token still held the lock.
+RENEW_OR_RELEASE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) else redis.call('DEL', KEYS[1]) end
+return 1
+"""
+
+#: KEYS session, index; ARGV now, max sessions, session id, expires_at, expiry ms, model, version,
+#: incarnation, ttl_s. Sweep expired ids, count, create: one script, so replicas creating at once never
+#: exceed the cap together. 1 created, 0 full.
+CREATE_CAPPED = """
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[1], 'model', ARGV[6], 'version', ARGV[7], 'incarnation', ARGV[8], 'ttl_s', ARGV[9],
+  'expires_at', ARGV[4], 'steps_seen', 0, 'state', '', 'last', '')
+redis.call('PEXPIREAT', KEYS[1], ARGV[5])
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
+return 1
+"""
+
+#: KEYS session, index; ARGV session id, now. 1 deleted, 0 not live.
+DELETE = """
+local expires_at = redis.call('HGET', KEYS[1], 'expires_at')
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+if not expires_at or tonumber(expires_at) <= tonumber(ARGV[2]) then return 0 end
+return 1
+"""
+
+#: KEYS session; ARGV now. The record, or nil when not live.
+READ = f"""
+local r = {_HMGET}
+if not r[1] or tonumber(r[5]) <= tonumber(ARGV[1]) then return nil end
+return r
+"""
+
+_SCRIPTS = {script: hashlib.sha1(script.encode()).hexdigest() for script in
+            (LOCK_AND_READ, SAVE_AND_UNLOCK, RENEW_OR_RELEASE, CREATE_CAPPED, DELETE, READ)}
+
+
+class _NotSent(Exception):
+    """A Redis call failed before any byte of it was written: it cannot have run."""
+
+
+@dataclass(slots=True)
+class _Batch:
+    """The commands of one pipeline, and whether any of them may have reached Redis."""
+
+    commands: list[tuple[Any, ...]]
+    written: bool = False
+
+
+class _Pipeliner:
+    """Sends the commands made during one turn of the event loop as one pipeline, under one deadline.
+
+    Steps of many sessions reach the store together (the requests read from the sockets in one turn start
+    together, and the batcher resolves a whole batch at once), so their locks and their saves each leave
+    in one write and one round trip instead of one each. It drives redis-py connections directly, without
+    the client's pool and pipeline objects: their bookkeeping cost about three times the CPU of a bare
+    asyncio round trip (measured with PING).
+    Scripts are called by SHA; a Redis that lost its script cache (restarted) answers NOSCRIPT without
+    running anything, so those calls are loaded and sent again. Any other failure fails every call of the
+    pipeline and nothing is resent, since a resent save might apply twice.
+    """
+
+    def __init__(self, url: str, deadline_s: float, max_connections: int) -> None:
+        self._connections = aioredis.ConnectionPool.from_url(
+            url,
+            # No per-operation socket timeout: the one deadline below covers waiting for a connection,
+            # connecting, sending and every reply (a per-operation timeout also costs a task per send).
+            socket_timeout=None,
+            socket_connect_timeout=deadline_s,
+            # Never resend on its own: a resent save whose first reply was lost could apply twice.
+            retry=Retry(NoBackoff(), 0),
+            # RESP2 and no CLIENT SETINFO: connecting is one round trip, not four (HELLO, two SETINFO and
+            # maintenance notifications), which matters when Redis comes back and every connection reconnects.
+            protocol=2,
+            driver_info=None,
+        )
+        self._deadline_s = deadline_s
+        self._slots = asyncio.Semaphore(max_connections)
+        self._idle: list[AbstractConnection] = []
+        self._queue: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
+        self._sending: set[asyncio.Task[None]] = set()
+        self._direct = 0
+
+    async def call(self, *command: Any) -> Any:
+        """Send one command; its reply, or the ``RedisError``/``TimeoutError`` it failed with (``_NotSent`` if
+        it failed before any of its pipeline was written: then it cannot have run)."""
+        if not self._queue and not self._sending and not self._direct:
+            # Nothing in flight: nothing to join either, so send it at once from this task (one loop turn and one
+            # task fewer: at one connection that was a tenth of a step's time).
+            self._direct += 1
+            try:
+                (reply,) = await self._run([command])
+            finally:
+                self._direct -= 1
+            if isinstance(reply, Exception):
+                raise reply
+            return reply
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._queue.append((command, future))
+        if len(self._queue) == 1:
+            # A task's first step runs after every callback already due in this turn of the loop: by then the
+            # queue holds every command made in this turn.
+            task = asyncio.ensure_future(self._send())
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+        return await future
+
+    async def _send(self) -> None:
+        commands = [command for command, _ in self._queue]
+        futures = [future for _, future in self._queue]
+        self._queue = []
+        try:
+            replies = await self._run(commands)
+        except Exception as exc:  # noqa: BLE001 - handed to every caller of the pipeline
+            for future in futures:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for future, reply in zip(futures, replies, strict=True):
+            if not future.done():
+                if isinstance(reply, Exception):
+                    future.set_exception(reply)
+                else:
+                    future.set_result(reply)
+
+    async def _run(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """The replies of ``commands`` (error replies as exceptions, in place), or the pipeline's failure."""
+        batch = _Batch(commands)
+        try:
+            async with asyncio.timeout(self._deadline_s):
+                return await self._execute(batch)
+        except Exception as exc:
+            if batch.written:
+                raise
+            raise _NotSent("Nothing was written to Redis.") from exc
+
+    async def _execute(self, batch: "_Batch") -> list[Any]:
+        replies = await self._exchange(batch, batch.commands)
+        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if missing:
+            await self._exchange(batch, [("SCRIPT", "LOAD", script) for script in _SCRIPTS])
+            for i, reply in zip(missing, await self._exchange(batch, [batch.commands[i] for i in missing]), strict=True):
+                replies[i] = reply
+        return replies
+
+    async def _exchange(self, batch: "_Batch", commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Write ``commands`` at once on one connection and read their replies (error replies as values)."""
+        async with self._slots:
+            connection = self._idle.pop() if self._idle else self._connections.make_connection()
+            try:
+                if connection.is_connected and await connection.can_read():
+                    await connection.disconnect()  # closed by the server (e.g. it restarted) or holding stray bytes
+                if not connection.is_connected:
+                    await connection.connect()
+                batch.written = True
+                await connection.send_packed_command(connection.pack_commands(commands), check_health=False)
+                replies: list[Any] = []
+                for _ in commands:
+                    try:
+                        replies.append(await connection.read_response())
+                    except ResponseError as exc:
+                        replies.append(exc)
+                return replies
+            except BaseException:
+                # A deadline, a cancellation or a broken socket: this connection may still receive a late reply,
+                # so it is closed (and reconnects on its next use), never read from again.
+                await connection.disconnect(nowait=True)
+                raise
+            finally:
+                self._idle.append(connection)
+
+    async def close(self) -> None:
+        for task in list(self._sending):
+            task.cancel()
+        for connection in self._idle:
+            await connection.disconnect()
+        self._idle.clear()
 
 
 class RedisSessionStore:
     """Sessions in Redis: a hash per session with a Redis TTL, shared by every replica.
 
-    A sorted set of session ids scored by expiry time counts live sessions for the cap; a Redis lock per
-    session serializes steps across replicas, so two replicas never lose each other's update.
+    A sorted set of session ids scored by expiry time counts live sessions for the cap (swept, counted and
+    added in one script). Steps on one session are serialized by a fenced lock: ``locked`` takes
+    ``lock:<id>`` with a random token and reads the record in one script; ``save`` writes the new state only
+    if that key still holds the token and deletes it, in one script. A step that outlived its lock (a frozen
+    or slow replica) therefore writes nothing (``SessionBusy``), and no update is lost. Locks expire after
+    ``lock_ttl_s`` (a killed or frozen replica blocks its sessions that long at most) and are renewed while
+    their step runs. Within one process, steps on one session queue on an asyncio lock first, so only
+    other replicas' steps make a waiter poll Redis.
+
+    Every call has a deadline (``timeout_s``: waiting for a connection, connecting, sending, the reply). A call that misses it or
+    cannot connect raises ``StateStoreUnavailable`` (nothing changed) or, for a save already sent,
+    ``StateUnknown``; a connection whose reply is late is closed, never read again, and nothing is resent.
     """
 
-    _FIELDS = ("model", "version", "ttl_s", "expires_at", "steps_seen", "state")
-
-    def __init__(self, url: str, prefix: str, lock_timeout_s: float = 30.0, max_connections: int = 64) -> None:
-        # A blocking pool makes a burst of requests queue for a connection instead of failing.
-        pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=lock_timeout_s)
-        self._redis = aioredis.Redis(connection_pool=pool)
+    def __init__(
+        self,
+        url: str,
+        prefix: str,
+        *,
+        lock_ttl_s: float = 4.0,
+        lock_wait_s: float = 5.0,
+        timeout_s: float = 0.8,
+        max_connections: int = 16,
+    ) -> None:
+        self._pipeliner = _Pipeliner(url, timeout_s, max_connections)
         self._prefix = prefix
         self._index = f"{prefix}sessions"
-        self._lock_timeout_s = lock_timeout_s
+        self._lock_ttl_ms = max(1, round(lock_ttl_s * 1000))
+        self._lock_wait_s = lock_wait_s
+        self._local = _KeyedLocks()
+        #: Session id -> token of each lock this process holds (the renewer keeps them alive).
+        self._held: dict[str, str] = {}
+        # Says which process holds a lock (pid and host, for whoever inspects Redis), and is unique to it.
+        self._owner = f"{os.getpid()}-{socket.gethostname()}-{secrets.token_hex(4)}"
+        self._tokens = itertools.count()
+        self._renewer: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[Any]] = set()
 
     def _key(self, session_id: str) -> str:
         return f"{self._prefix}session:{session_id}"
 
-    async def _write(self, record: SessionRecord) -> None:
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(
-                self._key(record.session_id),
-                mapping={
-                    "model": record.model,
-                    "version": record.version,
-                    "ttl_s": record.ttl_s,
-                    "expires_at": repr(record.expires_at),
-                    "steps_seen": record.steps_seen,
-                    "state": record.state,
-                },
-            )
-            pipe.expireat(self._key(record.session_id), int(record.expires_at) + 1)
-            pipe.zadd(self._index, {record.session_id: record.expires_at})
-            await pipe.execute()
+    def _lock_key(self, session_id: str) -> str:
+        return f"{self._prefix}lock:{session_id}"
 
-    async def create(self, record: SessionRecord, max_sessions: int) -> None:
-        await self.reap()
-        if await self.count() >= max_sessions:
-            raise CapacityExceeded(f"{max_sessions} sessions are live; delete one or wait for expiry.", limit=max_sessions)
-        await self._write(record)
+    async def _script(
+        self, session_id: str | None, script: str, keys: Sequence[str], args: Sequence[Any], *, if_lost: str | None = None
+    ) -> Any:
+        """Run one of the scripts above on the keys of ``session_id`` (``None``: a session not yet created).
+        ``if_lost``: the script changes the session, and this tells the client what to do if its reply is lost."""
+        command = ("EVALSHA", _SCRIPTS[script], len(keys), *keys, *args)
+        details = {"session_id": session_id} if session_id else {}
+        return await self._call(*command, details=details, if_lost=if_lost)
 
-    async def get(self, session_id: str) -> SessionRecord:
-        values = await self._redis.hmget(self._key(session_id), self._FIELDS)
-        if values[0] is None or float(values[3]) <= time.time():
-            raise _not_found(session_id)
-        model, version, ttl_s, expires_at, steps_seen, state = values
+    async def _call(self, *command: Any, details: dict[str, Any] | None = None, if_lost: str | None = None) -> Any:
+        """Send a command; a store that cannot answer in time becomes a domain error (with ``details``)."""
+        try:
+            return await self._pipeliner.call(*command)
+        except (RedisError, TimeoutError, OSError, _NotSent) as exc:
+            if isinstance(exc, ResponseError):
+                raise  # a script error is a bug: let it surface as one
+            log.warning("Session store call failed: %r", exc.__cause__ if isinstance(exc, _NotSent) else exc)
+            if if_lost and not isinstance(exc, _NotSent):
+                raise StateUnknown(
+                    "The change was sent to the session store (Redis), which did not confirm it in time: it may or "
+                    f"may not be applied. {if_lost}",
+                    **(details or {}),
+                ) from exc
+            raise StateStoreUnavailable(
+                "The session store (Redis) did not answer in time; nothing was changed. Retry shortly.", **(details or {})
+            ) from exc
+
+    def _record(self, session_id: str, values: list[bytes | None]) -> SessionRecord:
+        model, version, incarnation, ttl_s, expires_at, steps_seen, state, last = values
         return SessionRecord(
             session_id=session_id,
-            model=model.decode(),
-            version=int(version),
-            ttl_s=int(ttl_s),
-            expires_at=float(expires_at),
-            steps_seen=int(steps_seen),
+            model=model.decode(),  # type: ignore[union-attr]  # the scripts return only live records
+            version=int(version),  # type: ignore[arg-type]
+            incarnation=(incarnation or b"").decode(),
+            ttl_s=int(ttl_s),  # type: ignore[arg-type]
+            expires_at=float(expires_at),  # type: ignore[arg-type]
+            steps_seen=int(steps_seen),  # type: ignore[arg-type]
             state=state or b"",
+            last_step=last or b"",
         )
+
+    async def create(self, record: SessionRecord, max_sessions: int) -> None:
+        created = await self._script(
+            None,
+            CREATE_CAPPED,
+            (self._key(record.session_id), self._index),
+            (repr(time.time()), max_sessions, record.session_id, repr(record.expires_at),
+             _expiry_ms(record.expires_at), record.model, record.version, record.incarnation, record.ttl_s),
+            if_lost="If it was, that session (whose id you did not get) expires unused after its ttl_s; start another.",
+        )
+        if not created:
+            raise _full(max_sessions)
+
+    async def get(self, session_id: str) -> SessionRecord:
+        values = await self._script(session_id, READ, (self._key(session_id),), (repr(time.time()),))
+        if values is None:
+            raise _not_found(session_id)
+        return self._record(session_id, values)
 
     @asynccontextmanager
     async def locked(self, session_id: str) -> AsyncIterator[SessionRecord]:
-        lock = self._redis.lock(
-            f"{self._prefix}lock:{session_id}", timeout=self._lock_timeout_s, blocking_timeout=self._lock_timeout_s
-        )
-        if not await lock.acquire():
-            raise SessionBusy(f"Session '{session_id}' stayed locked by another step; retry.", session_id=session_id)
-        try:
-            yield await self.get(session_id)
-        finally:
+        deadline = time.monotonic() + self._lock_wait_s
+        async with self._local.hold(session_id, self._lock_wait_s):
+            token = f"{self._owner}:{next(self._tokens)}"
+            record = await self._acquire(session_id, token, deadline)
+            self._held[session_id] = token
+            self._keep_locks_alive()
             try:
-                await lock.release()
-            except LockError:
-                pass  # the lock timed out and expired on its own; nothing left to release
+                yield record
+            finally:
+                if self._held.pop(session_id, None) is not None:  # not released by a save
+                    await self._release(session_id, token)
+
+    async def _acquire(self, session_id: str, token: str, deadline: float) -> SessionRecord:
+        keys = (self._key(session_id), self._lock_key(session_id))
+        pause = 0.001
+        while True:
+            try:
+                values = await self._script(session_id, LOCK_AND_READ, keys, (token, self._lock_ttl_ms, repr(time.time())))
+            except StateStoreUnavailable:
+                # The script may have run with its reply lost: free the lock if Redis lets us, else it
+                # expires after lock_ttl_s.
+                self._spawn(self._release(session_id, token))
+                raise
+            if values is None:
+                raise _not_found(session_id)
+            if values != 0:
+                return self._record(session_id, values)
+            if time.monotonic() + pause > deadline:
+                raise _busy(session_id, self._lock_wait_s)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.05)
 
     async def save(self, record: SessionRecord) -> SessionRecord:
-        if not await self._redis.exists(self._key(record.session_id)):
-            raise _not_found(record.session_id)
+        token = self._held.pop(record.session_id)
         saved = record.touched(time.time())
-        await self._write(saved)
+        written = await self._script(
+            record.session_id,
+            SAVE_AND_UNLOCK,
+            (self._key(record.session_id), self._lock_key(record.session_id), self._index),
+            (token, record.session_id, repr(saved.expires_at), _expiry_ms(saved.expires_at), saved.steps_seen,
+             saved.state, saved.last_step),
+            if_lost="Read the session, or retry with 'seq'.",
+        )
+        if written == 0:
+            raise SessionBusy(
+                f"This step on session '{record.session_id}' outlived its lock (another step may have run since); "
+                "nothing was written. Read the session and retry.",
+                session_id=record.session_id,
+            )
+        if written == -1:
+            raise _not_found(record.session_id)
         return saved
 
+    async def _release(self, session_id: str, token: str) -> None:
+        try:
+            await self._script(session_id, RENEW_OR_RELEASE, (self._lock_key(session_id),), (token, 0))
+        except StateStoreUnavailable:
+            pass  # the lock expires after lock_ttl_s on its own
+
+    def _keep_locks_alive(self) -> None:
+        if self._renewer is None or self._renewer.done():
+            self._renewer = asyncio.ensure_future(self._renew_forever())
+
+    async def _renew_forever(self) -> None:
+        """Every third of the lock TTL, extend every lock this process holds: one pipeline for all."""
+        while True:
+            await asyncio.sleep(self._lock_ttl_ms / 3000)
+            held = list(self._held.items())
+            renewals = [
+                self._script(session_id, RENEW_OR_RELEASE, (self._lock_key(session_id),), (token, self._lock_ttl_ms))
+                for session_id, token in held
+            ]
+            outcomes = await asyncio.gather(*renewals, return_exceptions=True)
+            for (session_id, token), outcome in zip(held, outcomes, strict=True):
+                # A lock released or re-taken while its renewal was on the way is no loss.
+                if outcome != 1 and self._held.get(session_id) == token:
+                    log.warning("Could not renew the lock of session %s: %r", session_id, outcome)
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     async def delete(self, session_id: str) -> None:
-        await self.get(session_id)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.delete(self._key(session_id))
-            pipe.zrem(self._index, session_id)
-            await pipe.execute()
+        deleted = await self._script(
+            session_id, DELETE, (self._key(session_id), self._index), (session_id, repr(time.time())),
+            if_lost="Read the session to see whether it is gone, or delete it again.",
+        )
+        if not deleted:
+            raise _not_found(session_id)
 
     async def reap(self) -> int:
         # Redis expires the hashes itself; only the index needs sweeping.
-        return int(await self._redis.zremrangebyscore(self._index, "-inf", time.time()))
-
-    async def count(self) -> int:
-        return int(await self._redis.zcount(self._index, time.time(), "+inf"))
+        return int(await self._call("ZREMRANGEBYSCORE", self._index, "-inf", repr(time.time())))
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        for task in [self._renewer, *self._background]:
+            if task is not None:
+                task.cancel()
+        await self._pipeliner.close()
 
 
-def open_session_store(url: str, prefix: str) -> SessionStore:
+def _expiry_ms(expires_at: float) -> int:
+    """When Redis drops the hash: just after the session's logical expiry (which readers check first)."""
+    return math.ceil(expires_at * 1000) + 1000
+
+
+def open_session_store(
+    url: str, prefix: str, *, lock_ttl_s: float, lock_wait_s: float, timeout_s: float
+) -> SessionStore:
     """``memory`` or a ``redis://`` URL, as in the ``SESSION_STORE`` setting."""
     if url == "memory":
-        return MemorySessionStore()
-    return RedisSessionStore(url, prefix)
+        return MemorySessionStore(lock_wait_s)
+    return RedisSessionStore(url, prefix, lock_ttl_s=lock_ttl_s, lock_wait_s=lock_wait_s, timeout_s=timeout_s)

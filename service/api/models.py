@@ -6,9 +6,11 @@ from fastapi import APIRouter, File, Form, Response, UploadFile
 
 from models.training.upload_inspection import UploadLimits
 from models.training.uploads import import_model
+from models.serving.predictor import Predictor
 from models.serving.store import ModelInfo
 from models.training.job_queue import JobOrder
 from service.deps import JobsDep, MetricsDep, ModelName, PredictorDep, SettingsDep, StoreDep, WriteAccess, form_fields
+from service.metrics import Metrics
 from service.schemas import (
     ArchitectureName,
     ErrorResponse,
@@ -96,9 +98,14 @@ def delete_model(name: ModelName, store: StoreDep) -> Response:
     return Response(status_code=204)
 
 
-@router.post("/models/{name}/predict")
-async def predict(name: ModelName, body: PredictRequest, predictor: PredictorDep, metrics: MetricsDep) -> PredictResponse:
-    """Probability and label for each sequence, in order; short sequences are pre-padded with 0."""
+async def answer_predict(predictor: Predictor, metrics: Metrics, name: str, body: PredictRequest) -> PredictResponse:
+    """The answer to a predict request, for the route and the fast path alike (so they cannot differ)."""
     servable, probabilities = await predictor.predict(name, body.sequences, body.version, body.truncate)
     metrics.predicted.labels(name).inc(len(probabilities))
     return PredictResponse.of(name, servable.meta.version, probabilities)
+
+
+@router.post("/models/{name}/predict")
+async def predict(name: ModelName, body: PredictRequest, predictor: PredictorDep, metrics: MetricsDep) -> PredictResponse:
+    """Probability and label for each sequence, in order; short sequences are pre-padded with 0."""
+    return await answer_predict(predictor, metrics, name, body)

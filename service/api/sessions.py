@@ -5,11 +5,16 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Response
 
+from models.serving.session_service import SessionService
 from models.serving.session_store import SessionRecord
 from service.deps import MetricsDep, ModelName, SessionsDep
+from service.metrics import Metrics
 from service.schemas import ErrorResponse, SessionCreate, SessionPublic, StepRequest, StepResponse
 
-router = APIRouter(tags=["sessions"], responses={404: {"model": ErrorResponse}, 422: {"model": ErrorResponse}})
+router = APIRouter(
+    tags=["sessions"],
+    responses={404: {"model": ErrorResponse}, 422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
+)
 
 
 def session_public(record: SessionRecord) -> SessionPublic:
@@ -37,15 +42,21 @@ async def create_session(
     return session_public(await sessions.create(name, body.ttl_s, body.version))
 
 
-@router.post("/sessions/{session_id}/step")
+async def answer_step(sessions: SessionService, metrics: Metrics, session_id: str, body: StepRequest) -> StepResponse:
+    """The answer to a step request, for the route and the fast path alike (so they cannot differ)."""
+    stepped = await sessions.step(session_id, body.values, body.seq)
+    if not stepped.replayed:
+        metrics.steps.labels(stepped.record.model).inc(len(stepped.probabilities))
+    return StepResponse.of(session_id, stepped.record.steps_seen, stepped.probabilities)
+
+
+@router.post("/sessions/{session_id}/step", responses={409: {"model": ErrorResponse}})
 async def step_session(session_id: str, body: StepRequest, sessions: SessionsDep, metrics: MetricsDep) -> StepResponse:
-    """Feed one or more timesteps in order; returns the probability after each."""
-    record, probabilities = await sessions.step(session_id, body.values)
-    metrics.steps.labels(record.model).inc(len(probabilities))
-    return StepResponse.of(session_id, record.steps_seen, probabilities)
+    """Feed one or more timesteps in order; returns the probability after each. Send "seq" to retry safely."""
+    return await answer_step(sessions, metrics, session_id, body)
 
 
-@router.post("/sessions/{session_id}/reset")
+@router.post("/sessions/{session_id}/reset", responses={409: {"model": ErrorResponse}})
 async def reset_session(session_id: str, sessions: SessionsDep) -> SessionPublic:
     """Set the state back to zeros and steps_seen to 0."""
     return session_public(await sessions.reset(session_id))

@@ -47,7 +47,7 @@ class TritonSequences:
                 await self.sessions.delete(session_id)
             await self.sessions.create(model, version=version, session_id=session_id)
         try:
-            record, probabilities = await self.sessions.step(session_id, values)
+            stepped = await self.sessions.step(session_id, values)
         except SessionNotFound:
             raise InvalidInput(
                 f"inference request for sequence {control.sequence_id} to model '{model}' must specify the START "
@@ -59,4 +59,4 @@ class TritonSequences:
         if control.end:
             with suppress(SessionNotFound):
                 await self.sessions.delete(session_id)
-        return record, probabilities
+        return stepped.record, stepped.probabilities
