@@ -3,11 +3,12 @@
 from collections.abc import Iterable, Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from models.architectures import ARCHITECTURES
 from models.errors import InvalidInput
 from models.inputs import FLOAT32_MAX
+from models.training.comparison_report import ComparisonReport
 from models.training.fitting import FitSettings
 from service.config import Settings
 
@@ -142,11 +143,19 @@ class JobPublic(BaseModel):
     history: dict[str, list[float]]
     version: int | None
     error: dict[str, Any] | None
-    report: dict[str, Any] | None = None
+    report: ComparisonReport | None = Field(None, description="A comparison's result (compare jobs only)")
     created_at: str
     started_at: str | None
     finished_at: str | None
     owner: str = ""
+
+
+_REPORT = TypeAdapter(ComparisonReport)
+
+
+def comparison_report(raw: dict[str, Any]) -> ComparisonReport:
+    """A comparison's report as its type: job records keep it as JSON (on disk and in Redis)."""
+    return _REPORT.validate_python(raw)
 
 
 class ModelPublic(BaseModel):
