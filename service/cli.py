@@ -465,11 +465,16 @@ def cmd_datasets(api: Api, args: argparse.Namespace) -> int:
     table = Table(title="Built-in datasets")
     table.add_column("name", no_wrap=True)
     table.add_column("input")
+    table.add_column("task")
+    table.add_column("features", justify="right")
     table.add_column("sequences", justify="right")
     table.add_column("max_len", justify="right")
     table.add_column("description")
     for d in rows:
-        table.add_row(d["name"], d["input_kind"], str(d["n_sequences"]), str(d["max_len"]), d["description"])
+        task = d["task"] + (f" ({d['n_classes']})" if d["task"] == "multiclass" else "")
+        table.add_row(
+            d["name"], d["input_kind"], task, str(d["n_features"]), str(d["n_sequences"]), str(d["max_len"]), d["description"]
+        )
     out.print(table)
     return 0
 

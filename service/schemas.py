@@ -60,6 +60,9 @@ class DatasetPublic(BaseModel):
     n_sequences: int
     max_len: int
     vocab_size: int | None
+    task: Literal["binary", "multiclass", "regression"] = Field(description="What the labels are")
+    n_features: int = Field(description="Values per step (1: a number per step; more: a list per step)")
+    n_classes: int | None = Field(description="Distinct labels of a classification task; null for regression")
 
 
 class ParamsIn(RequestModel):

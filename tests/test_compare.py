@@ -1,10 +1,16 @@
 """"Which architecture fits my data?" through POST /compare and the job's report."""
 
 import struct
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pytest
 from fastapi.testclient import TestClient
 
+from models.serving.store import ModelStore
+from models.training.comparison import plan_comparison
 from models.training.comparison_report import (
     SCORING,
     ComparisonReport,
@@ -13,6 +19,8 @@ from models.training.comparison_report import (
     recommend,
     recommended,
 )
+from models.training.datasets import DATASETS
+from models.training.fitting import FitSettings
 from service.schemas import comparison_report
 from tests.conftest import SMALL_PARAMS, wait_for_job
 
@@ -241,3 +249,27 @@ def test_reports_written_before_the_typed_schema_still_read() -> None:
     assert report.leaderboard[0].metric("val_accuracy") == 0.7 and report.columns == ("val_accuracy", "val_loss")
     partial = comparison_report({"leaderboard": [], "complete": False})
     assert not partial.complete and partial.recommended is None
+
+
+def test_a_builtin_dataset_is_generated_once_per_comparison(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    original = DATASETS["noisy_trend"]
+
+    def counted(rng: np.random.Generator, n: int, length: int) -> tuple[np.ndarray, np.ndarray]:
+        calls.append(n)
+        return original._generate(rng, n, length)
+
+    monkeypatch.setitem(DATASETS, "noisy_trend", replace(original, _generate=counted))
+    _, total_epochs = plan_comparison(
+        ModelStore(tmp_path / "models"),
+        lambda job_id: tmp_path / f"{job_id}.png",
+        architectures=None,
+        overrides={"units": 2},
+        sequences=None,
+        labels=None,
+        dataset="noisy_trend",
+        settings=FitSettings(epochs=1),
+        keep_best_as=None,
+    )
+    assert total_epochs == 3  # lstm, stateful_lstm, td_dense_lstm
+    assert calls == [original.n_sequences]

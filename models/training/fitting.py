@@ -162,6 +162,14 @@ def prepare_dataset(raw: RawData, arch: Architecture, params: ArchParams) -> Tra
     """Shape a generated built-in dataset for ``arch`` (float tasks cannot feed token models)."""
     dataset = raw.dataset
     assert dataset is not None, "only for built-in datasets"
+    if dataset.task != "binary":
+        # fit() builds the question's sigmoid head; the multi-class and regression heads come with ``task``.
+        raise InvalidInput(
+            f"Dataset '{dataset.name}' is a {dataset.task} task; this server trains binary models only.",
+            field="dataset",
+            expected="a binary dataset",
+            got=dataset.name,
+        )
     if dataset.input_kind != arch.input_kind:
         raise InvalidInput(
             f"Dataset '{dataset.name}' holds {dataset.input_kind} sequences; '{arch.name}' takes {arch.input_kind}.",
