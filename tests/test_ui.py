@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from models.training.jobs import Job
 from service.api.ui import esc, render_page
+from service.schemas import comparison_report
 from tests.conftest import SMALL_PARAMS, TRAINED, wait_for_job
 from tests.process import ServiceProcess, service_env
 
@@ -57,7 +58,10 @@ def test_page_lists_models_jobs_architectures_and_latest_comparison(trained: Tes
         assert f"<code>{architecture}</code>" in board
     job_id = compared["job_id"]
     assert f'<img id="report-plot" src="/jobs/{job_id}/report.png"' in page
-    assert esc(compared["report"]["recommendation"]) in page
+    report = comparison_report(compared["report"])
+    assert esc(report.recommendation) in page
+    for column in report.columns:  # the task's metric columns
+        assert f"<th>{column}</th>" in board
     assert f"<code>{job_id}</code>" in page  # in the recent jobs too
     plot = trained.get(f"/jobs/{job_id}/report.png")
     assert plot.status_code == 200 and plot.content[:4] == b"\x89PNG"
@@ -89,7 +93,7 @@ def test_page_escapes_every_value() -> None:
         ],
         "recommended": hostile,
         "recommendation": hostile,
-        "skipped": {hostile: hostile},
+        "skipped": {hostile: hostile, "lstm": hostile},
         "data": hostile,
     }
     models = [{"name": hostile, "architecture": hostile, "version": hostile, "metrics": {}, "backend": hostile}]
@@ -97,6 +101,8 @@ def test_page_escapes_every_value() -> None:
     assert "<script>alert" not in page and "<b>id" not in page
     assert esc(hostile) in page
     assert 'src="/jobs/%3Cb%3Eid/report.png"' in page
+    # One reason, two architectures: said once.
+    assert page.count(f"<code>{esc(hostile)}</code>, <code>lstm</code>: {esc(hostile)}</li>") == 1
 
 
 # ------------------------------------------------------------------------------- real browser, real server
