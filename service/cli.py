@@ -234,6 +234,8 @@ def cmd_train(api: Api, args: argparse.Namespace) -> int:
         f"val_accuracy {_fmt(_last(history, 'val_accuracy'), 3)}, loss {_fmt(_last(history, 'loss'))}",
         markup=False,
     )
+    for note in job.get("notes") or []:
+        out.print(note, markup=False)
     return 0
 
 

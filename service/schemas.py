@@ -151,6 +151,9 @@ class JobPublic(BaseModel):
     started_at: str | None
     finished_at: str | None
     owner: str = ""
+    notes: list[str] = Field(
+        default_factory=list, description="What the result must be read with, e.g. that nothing was held out to validate"
+    )
 
 
 _REPORT = TypeAdapter(ComparisonReport)

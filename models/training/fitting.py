@@ -281,12 +281,23 @@ def artifact_for(arch: Architecture, params: ArchParams, model: keras.Model) -> 
     return twin
 
 
+def no_validation_note(n_sequences: int, validation_split: float) -> str:
+    """What a training job says when its split held nothing out (its ``val_`` history stays empty)."""
+    return (
+        f"No validation: {n_sequences} sequences with validation_split {validation_split:g} leave none to hold out, "
+        "so val_loss and val_accuracy stay empty and every metric is a training one; give more sequences or a "
+        "larger validation_split to measure the model on data it did not fit."
+    )
+
+
 def train_job(
     store: ModelStore, name: str, arch: Architecture, params: ArchParams, data: TrainingData, settings: FitSettings
 ) -> Work:
     """The work of a ``POST /models/{name}/train`` job: fit, then store a new version."""
 
     def work(context: JobContext) -> None:
+        if not len(split_indices(len(data.y), settings)[1]):
+            context.update(notes=[no_validation_note(len(data.y), settings.validation_split)])
         result = fit(arch, params, data, settings, context)
         meta = store.add(
             name,
