@@ -13,6 +13,7 @@ from models.serving.store import ModelStore
 from models.training.comparison import plan_comparison
 from models.training.comparison_report import (
     SCORING,
+    Task,
     ComparisonReport,
     LeaderboardRow,
     rank,
@@ -167,7 +168,7 @@ def _row(name: str, params: int, **metrics: float) -> LeaderboardRow:
     )
 
 
-def _report(rows: list[LeaderboardRow], task: str = "binary", baseline: float | None = 0.5, **fields: Any) -> ComparisonReport:
+def _report(rows: list[LeaderboardRow], task: Task = "binary", baseline: float | None = 0.5, **fields: Any) -> ComparisonReport:
     ranked_by = fields.pop("ranked_by", "val_" + SCORING[task].metric)
     return ComparisonReport(rank(rows, SCORING[task], ranked_by), task=task, ranked_by=ranked_by, baseline=baseline, **fields)
 

@@ -16,9 +16,10 @@ Example::
 """
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-Task = str  # "binary" | "multiclass" | "regression"; the closed set is the keys of ``SCORING``
+#: What a model predicts: the question's yes/no, one of several classes, or numbers.
+Task = Literal["binary", "multiclass", "regression"]
 
 
 @dataclass(frozen=True)
@@ -63,15 +64,28 @@ class Scoring:
 
 
 #: The per-task table: every task-dependent word and number of ranking and advice comes from here.
+_CLASSIFICATION = Scoring(
+    metric="accuracy",
+    also=("loss",),
+    higher_is_better=True,
+    label="accuracy",
+    negligible=0.02,
+    better="accuracy",
+    learned=0.10,
+    trivial="always answering the most frequent class",
+)
 SCORING: dict[Task, Scoring] = {
-    "binary": Scoring(
-        "accuracy", ("loss",), True, "accuracy", 0.02, "accuracy", 0.10, "always answering the most frequent class"
-    ),
-    "multiclass": Scoring(
-        "accuracy", ("loss",), True, "accuracy", 0.02, "accuracy", 0.10, "always answering the most frequent class"
-    ),
+    "binary": _CLASSIFICATION,
+    "multiclass": _CLASSIFICATION,
     "regression": Scoring(
-        "mae", ("rmse", "loss"), False, "MAE", 0.05, "lower error", 0.10, "always answering the training mean"
+        metric="mae",
+        also=("rmse", "loss"),
+        higher_is_better=False,
+        label="MAE",
+        negligible=0.05,
+        better="lower error",
+        learned=0.10,
+        trivial="always answering the training mean",
     ),
 }
 

@@ -7,16 +7,12 @@ classes) and ``next_value`` (a number to predict) are the multi-class and regres
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 
 from models.architectures import InputKind
 from models.errors import DatasetNotFound
-
-#: What a dataset's labels are: 0/1, a class id ``0..n_classes-1``, or a number to predict.
-DatasetTask = Literal["binary", "multiclass", "regression"]
-
+from models.training.comparison_report import Task
 
 @dataclass(frozen=True)
 class Dataset:
@@ -36,7 +32,8 @@ class Dataset:
     max_len: int
     vocab_size: int | None
     _generate: Callable[[np.random.Generator, int, int], tuple[np.ndarray, np.ndarray]]
-    task: DatasetTask = "binary"
+    #: What the labels are: 0/1, a class id ``0..n_classes-1``, or a number to predict.
+    task: Task = "binary"
     #: Values per step: sequences are ``(n, max_len)`` when 1, ``(n, max_len, n_features)`` otherwise.
     n_features: int = 1
     #: Distinct labels of a classification task; ``None`` for regression.
