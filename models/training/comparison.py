@@ -41,6 +41,7 @@ from models.training.fitting import (
     split_indices,
 )
 
+
 @dataclass
 class Candidate:
     """One architecture in a comparison, with its data ready."""
@@ -122,8 +123,9 @@ def plan_comparison(
 ) -> tuple[Work, int]:
     """Validate a comparison up front and return its work and total epoch count.
 
-    The data is loaded (or a built-in dataset generated) once and shaped for each candidate.
-    ``report_path(job_id)`` tells where the job draws its learning curves.
+    The data is loaded (or a built-in dataset generated) once and shaped for each candidate. ``task`` picks
+    the ranking metric and the advice's words (``comparison_report.SCORING``); ``report_path(job_id)`` tells
+    where the job draws its learning curves.
     """
     if settings.validation_split <= 0:
         raise InvalidInput(
