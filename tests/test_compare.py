@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from rich.console import Console
 
 from models.serving.store import ModelStore
 from models.training.comparison import plan_comparison
@@ -22,6 +23,7 @@ from models.training.comparison_report import (
 )
 from models.training.datasets import DATASETS
 from models.training.fitting import FitSettings
+from service.cli import leaderboard_table
 from service.schemas import comparison_report
 from tests.conftest import SMALL_PARAMS, wait_for_job
 
@@ -274,3 +276,14 @@ def test_a_builtin_dataset_is_generated_once_per_comparison(tmp_path: Path, monk
     )
     assert total_epochs == 3  # lstm, stateful_lstm, td_dense_lstm
     assert calls == [original.n_sequences]
+
+
+def test_cli_leaderboard_shows_the_task_columns() -> None:
+    rows = [_row("lstm", 500, mae=0.5, rmse=0.75, loss=0.5625), _row("td_dense_lstm", 2500, mae=0.125, rmse=0.25, loss=0.0625)]
+    report = _report(rows, task="regression", ranked_by="mae", validated=False, recommended="td_dense_lstm")
+    console = Console(width=200, record=True)
+    console.print(leaderboard_table(report))
+    text = console.export_text()
+    assert "mae" in text and "rmse" in text and "val_accuracy" not in text
+    lines = [line for line in text.splitlines() if "lstm" in line]
+    assert "td_dense_lstm *" in lines[0] and "0.125" in lines[0] and "0.250" in lines[0] and "0.0625" in lines[0]

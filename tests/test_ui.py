@@ -161,3 +161,21 @@ def test_page_renders_in_headless_chromium(tmp_path: Path) -> None:
         assert "<code>ui-model</code>" in dom.stdout
     finally:
         service.kill()
+
+
+def test_page_shows_the_task_metric_columns_of_a_regression_report() -> None:
+    job = Job(job_id="reg", kind="compare", model=None, epochs=2, status="succeeded", epoch=2)
+    row = {"param_count": 500, "train_seconds": 1.0, "predict_ms_per_sequence": 0.1, "val_accuracy": None, "val_loss": 0.05}
+    job.report = {
+        "leaderboard": [
+            {**row, "architecture": "td_dense_lstm", "metrics": {"val_mae": 0.125, "val_rmse": 0.25, "val_loss": 0.0625}},
+            {**row, "architecture": "lstm", "metrics": {"val_mae": 0.5, "val_rmse": 0.75, "val_loss": 0.5625}},
+        ],
+        "task": "regression",
+        "ranked_by": "val_mae",
+        "recommended": "td_dense_lstm",
+        "recommendation": "Best: td_dense_lstm with validation MAE 0.125 after 2 epochs.",
+    }
+    board = leaderboard_of(render_page([], [job], job))
+    assert "<th>val_mae</th><th>val_rmse</th><th>val_loss</th>" in board and "val_accuracy" not in board
+    assert "<td>0.125</td><td>0.250</td><td>0.0625</td>" in board
