@@ -6,9 +6,9 @@ for that version meanwhile awaits the same load; requests for other versions, an
 event loop, go on as normal, since nothing here blocks the loop or holds a lock across a load.
 
 At most ``max_loaded`` versions stay loaded: loading one more evicts the least recently used. A session
-pinned to an evicted version loads it again on its next step. Versions of a model that was deleted (or
-deleted and created again) are dropped as soon as the index shows it; a loaded version is keyed by its
-incarnation too, so the old weights can never answer for the new model of the same name.
+pinned to an evicted version loads it again on its next step. A deleted model's versions never answer once
+the index shows the delete (every request asks the index first), and are dropped at the next load; a loaded
+version is keyed by its incarnation too, so old weights can never answer for a new model of the same name.
 """
 
 import asyncio
