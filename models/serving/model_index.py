@@ -292,6 +292,7 @@ class ModelIndex:
 
     def delete(self, name: str) -> None:
         """Remove a model and all its versions; sessions on it get ``ModelDeleted`` next."""
+        self._model(name, force=True)  # ModelNotFound for a name with no version (or none at all)
         with self._scan_lock:
             trash = self.root / f"{_TRASH_PREFIX}{name}-{uuid.uuid4().hex}"
             try:
