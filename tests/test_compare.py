@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from rich.console import Console
 
-from models.serving.store import ModelStore
+from models.serving.model_index import ModelIndex
 from models.training.comparison import plan_comparison
 from models.training.comparison_report import (
     SCORING,
@@ -264,7 +264,7 @@ def test_a_builtin_dataset_is_generated_once_per_comparison(tmp_path: Path, monk
 
     monkeypatch.setitem(DATASETS, "noisy_trend", replace(original, _generate=counted))
     _, total_epochs = plan_comparison(
-        ModelStore(tmp_path / "models"),
+        ModelIndex(tmp_path / "models"),
         lambda job_id: tmp_path / f"{job_id}.png",
         architectures=None,
         overrides={"units": 2},

@@ -18,7 +18,7 @@ from models.errors import InvalidInput
 from models.training.jobs import JobContext, Work
 from models.training.learning_curves import draw_learning_curves
 from models.serving.engines import export_engine
-from models.serving.store import ModelStore
+from models.serving.model_index import ModelIndex
 from models.training.comparison_report import (
     ComparisonReport,
     KeptVersion,
@@ -109,7 +109,7 @@ def baseline_score(scoring: Scoring, y_train: np.ndarray, y_eval: np.ndarray) ->
 
 
 def plan_comparison(
-    store: ModelStore,
+    index: ModelIndex,
     report_path: Callable[[str], Path],
     *,
     architectures: list[str] | None,
@@ -166,9 +166,9 @@ def plan_comparison(
     def work(context: JobContext) -> None:
         rows: list[LeaderboardRow] = []
         results: dict[str, FitResult] = {}
-        for index, candidate in enumerate(candidates):
+        for position, candidate in enumerate(candidates):
             name = candidate.arch.name
-            offset = index * settings.epochs
+            offset = position * settings.epochs
 
             def progress(epoch: int, history: dict[str, list[float]], offset: int = offset) -> None:
                 context.update(epoch=offset + epoch, history=history)
@@ -207,7 +207,7 @@ def plan_comparison(
         )
         if keep_best_as is not None:
             winner = next(c for c in candidates if c.arch.name == choice.architecture)
-            meta = store.add(
+            meta = index.add(
                 keep_best_as,
                 winner.arch,
                 winner.params,

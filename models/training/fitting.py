@@ -21,7 +21,7 @@ from models.training.datasets import Dataset, get_dataset
 from models.errors import InvalidInput, TrainingTimeExceeded
 from models.inputs import check_padded_size, to_model_input
 from models.training.jobs import JobContext, Work
-from models.serving.store import ModelStore
+from models.serving.model_index import ModelIndex
 
 log = logging.getLogger(__name__)
 
@@ -291,7 +291,7 @@ def no_validation_note(n_sequences: int, validation_split: float) -> str:
 
 
 def train_job(
-    store: ModelStore, name: str, arch: Architecture, params: ArchParams, data: TrainingData, settings: FitSettings
+    index: ModelIndex, name: str, arch: Architecture, params: ArchParams, data: TrainingData, settings: FitSettings
 ) -> Work:
     """The work of a ``POST /models/{name}/train`` job: fit, then store a new version."""
 
@@ -299,7 +299,7 @@ def train_job(
         if not len(split_indices(len(data.y), settings)[1]):
             context.update(notes=[no_validation_note(len(data.y), settings.validation_split)])
         result = fit(arch, params, data, settings, context)
-        meta = store.add(
+        meta = index.add(
             name,
             arch,
             params,
@@ -344,7 +344,7 @@ def prepare_training(
 
 
 def plan_training(
-    store: ModelStore,
+    index: ModelIndex,
     name: str,
     architecture: str,
     overrides: dict[str, int],
@@ -358,4 +358,4 @@ def plan_training(
     arch = get_architecture(architecture)
     raw = RawData.load(sequences=sequences, labels=labels, dataset=dataset, seed=settings.seed)
     params, data = prepare_training(arch, overrides, raw, settings)
-    return train_job(store, name, arch, params, data, settings)
+    return train_job(index, name, arch, params, data, settings)
