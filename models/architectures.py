@@ -223,6 +223,10 @@ def _sequence_input(arch: Architecture, params: ArchParams) -> keras.KerasTensor
 
 def _front(arch: Architecture, params: ArchParams) -> list[keras.layers.Layer]:
     if arch.name == "td_dense_lstm":
+        if params.time_steps is None:
+            # A Dense on (batch, steps, features) is TimeDistributed(Dense), with the same two weights; on a time
+            # axis of no fixed length TimeDistributed's traced loop breaks from one length's batch to the next.
+            return [keras.layers.Dense(params.dense_units, name="project")]
         return [keras.layers.TimeDistributed(keras.layers.Dense(params.dense_units), name="project")]
     if arch.input_kind == "tokens":
         return [keras.layers.Embedding(params.vocab_size, params.embedding_dim, name="embedding")]

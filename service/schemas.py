@@ -98,10 +98,6 @@ class TrainingDataIn(RequestModel):
             raise ValueError("give exactly one of 'labels' (class ids) and 'targets' (regression values)")
         return self
 
-    @property
-    def answers(self) -> list[int] | list[float | list[float]]:
-        """What the model learns to answer: the labels or the targets."""
-        return self.labels if self.labels is not None else self.targets  # type: ignore[return-value]
 
 
 class FitOptions(RequestModel):
@@ -120,6 +116,22 @@ class FitOptions(RequestModel):
         if (self.data is None) == (self.dataset is None):
             raise ValueError("give exactly one of 'data' and 'dataset'")
         return self
+
+    def answers(self) -> list[int] | list[float | list[float]] | None:
+        """What the model learns to answer from ``data``: its labels (class ids), or its targets for a
+        regression model; ``None`` with a built-in dataset."""
+        if self.data is None:
+            return None
+        regression = self.params.task == "regression"
+        if regression != (self.data.targets is not None):
+            given, wanted = ("labels", "targets") if regression else ("targets", "labels")
+            raise InvalidInput(
+                f"A {self.params.task or 'binary'} model learns data.{wanted}, not data.{given}.",
+                field=f"data.{wanted}",
+                expected=f"data.{wanted}",
+                got=f"data.{given}",
+            )
+        return self.data.targets if regression else self.data.labels  # type: ignore[return-value]
 
     def fit_settings(self, limits: Settings) -> FitSettings:
         """The domain's fit settings with the server's caps (``MAX_EPOCHS``, ``MAX_TRAIN_SECONDS``,
@@ -267,7 +279,7 @@ class SessionPublic(BaseModel):
 
 
 class StepRequest(RequestModel):
-    values: Annotated[list[FiniteNumber], Field(min_length=1, max_length=100_000)] = Field(examples=[[0.1, 0.4]])
+    values: Annotated[list[Step], Field(min_length=1, max_length=100_000)] = Field(examples=[[0.1, 0.4]])
     seq: int | None = Field(
         None,
         ge=0,

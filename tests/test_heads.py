@@ -172,6 +172,7 @@ def test_session_steps_equal_keras_stateful(served: TestClient, model_dir: Path,
     first = served.post(f"/sessions/{session_id}/step", json={"values": values[:2], "seq": 0}).json()
     rest = served.post(f"/sessions/{session_id}/step", json={"values": values[2:], "seq": 2}).json()
     again = served.post(f"/sessions/{session_id}/step", json={"values": values[2:], "seq": 2}).json()
+    assert rest.get("steps_seen") == len(values), rest
     assert again == rest  # a retried step is answered again, not applied twice
     assert rest["steps_seen"] == len(values)
     got = np.concatenate([_step_outputs(first, meta.task), _step_outputs(rest, meta.task)])
