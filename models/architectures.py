@@ -103,6 +103,13 @@ class Architecture:
             )
         if params.task == "multiclass" and params.n_classes < 2:
             raise InvalidInput("A multiclass head needs at least 2 classes.", field="params.n_classes", expected=">= 2", got=params.n_classes)
+        if params.padding == "masked" and self.input_kind == "tokens":
+            raise InvalidInput(
+                f"'{self.name}' reads token ids; padding \"masked\" applies to 'lstm' and 'td_dense_lstm'.",
+                field="params.padding",
+                expected="pre",
+                got=params.padding,
+            )
         if params.padding == "masked" and self.stateful:
             # The saved artifact of stateful_lstm is the seed's (1, 1, n_features) model: it has no padding.
             raise InvalidInput(

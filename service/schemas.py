@@ -1,6 +1,5 @@
 """Pydantic models for every request and response body, named for their role."""
 
-from collections.abc import Iterable, Sequence
 from typing import Annotated, Any, Literal
 
 import numpy as np

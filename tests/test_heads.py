@@ -267,10 +267,18 @@ def test_training_data_that_does_not_fit_the_task(served: TestClient, params: di
     _error(served.post("/models/bad/train", json=body), 422, field)
 
 
-def test_token_architectures_take_one_feature(served: TestClient) -> None:
-    body = {"architecture": "embedding_lstm", "data": {"sequences": [[1], [2]], "labels": [0, 1]},
-            "params": {"n_features": 2}}
-    _error(served.post("/models/bad/train", json=body), 422, "params.n_features")
+@pytest.mark.parametrize(
+    ("architecture", "params", "field"),
+    [
+        ("embedding_lstm", {"n_features": 2}, "params.n_features"),
+        ("embedding_bilstm", {"padding": "masked"}, "params.padding"),
+        ("stateful_lstm", {"padding": "masked"}, "params.padding"),
+    ],
+)
+def test_params_an_architecture_cannot_build(served: TestClient, architecture: str, params: dict[str, Any],
+                                             field: str) -> None:
+    body = {"architecture": architecture, "data": {"sequences": [[1], [2]], "labels": [0, 1]}, "params": params}
+    _error(served.post("/models/bad/train", json=body), 422, field)
 
 
 def test_non_finite_regression_targets_are_refused(served: TestClient) -> None:

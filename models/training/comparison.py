@@ -65,10 +65,10 @@ class Entry:
 
 
 def data_kind(sequences: Sequence[Sequence[float]]) -> InputKind:
-    """Whole non-negative numbers everywhere read as token ids; anything else is float data."""
+    """Whole non-negative numbers everywhere read as token ids; anything else (rows of features too) is float data."""
     for seq in sequences:
         for value in seq:
-            if value < 0 or value != int(value):
+            if isinstance(value, list) or value < 0 or value != int(value):
                 return "float"
     return "tokens"
 
