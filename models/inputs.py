@@ -94,15 +94,15 @@ def _check_tokens(values: np.ndarray, vocab_size: int, locate: Callable[[int], s
     return values.astype(np.int32)
 
 
-def _steps(seq: Sequence[Any], n_features: int, field: str) -> np.ndarray:
+def _steps(seq: Sequence[Any], n_features: int, field: str, first: int = 0) -> np.ndarray:
     """One sequence as ``(steps, n_features)`` floats: each step a number when ``n_features`` is 1, else a
-    list of ``n_features`` numbers. A wrong step is named by its sequence and step index."""
+    list of ``n_features`` numbers. A wrong step is named by its index in what was sent (``seq`` starts at
+    step ``first`` of it, after a ``truncate="pre"``)."""
     try:
         array = np.asarray(seq, dtype=np.float64)
     except (ValueError, TypeError):
         array = None  # ragged or mixed steps: found below
-    want = (len(seq),) if n_features == 1 else (len(seq), n_features)
-    if array is not None and array.shape == want:
+    if array is not None and array.shape == ((len(seq),) if n_features == 1 else (len(seq), n_features)):
         return array.reshape(len(seq), n_features)
     expected = "a number" if n_features == 1 else f"a list of {n_features} numbers"
     for j, step in enumerate(seq):
@@ -110,8 +110,8 @@ def _steps(seq: Sequence[Any], n_features: int, field: str) -> np.ndarray:
         if (n_features == 1 and width is not None) or (n_features > 1 and width != n_features):
             got = f"a list of {width}" if width is not None else describe(step)
             raise InvalidValue(
-                f"{field}[{j}]: each step of this model is {expected} (n_features={n_features}), got {got}.",
-                field=f"{field}[{j}]",
+                f"{field}[{first + j}]: each step of this model is {expected} (n_features={n_features}), got {got}.",
+                field=f"{field}[{first + j}]",
                 expected=expected,
                 got=width if width is not None else step,
             )
@@ -136,7 +136,8 @@ def to_model_input(
     """
     if len(sequences) == 0:
         raise InvalidInput("Send at least one sequence.", field=field, expected="a non-empty list", got=[])
-    batch = np.full((len(sequences), max_len, n_features), pad_value, dtype=np.float64)
+    shape = (len(sequences), max_len, n_features)
+    batch = np.zeros(shape, np.float64) if pad_value == 0 else np.full(shape, pad_value, np.float64)
     lengths = np.empty(len(sequences), dtype=np.int64)
     cut = np.zeros(len(sequences), dtype=np.int64)  # steps dropped from the front by truncate="pre"
     for i, seq in enumerate(sequences):
@@ -157,7 +158,16 @@ def to_model_input(
             else:
                 seq = seq[:max_len]
             n = max_len
-        batch[i, max_len - n :] = _steps(seq, n_features, f"{field}[{i}]")
+        if n_features == 1:
+            # NumPy's own copy from the list is the fast path (a nested or mixed step cannot broadcast into
+            # the one-feature slot and raises); only a refused sequence is walked, to name its step.
+            try:
+                batch[i, max_len - n :, 0] = seq
+            except (ValueError, TypeError):
+                batch[i, max_len - n :] = _steps(seq, n_features, f"{field}[{i}]", int(cut[i]))
+        else:
+            # Checked before the copy: a step of one number would broadcast silently across the features.
+            batch[i, max_len - n :] = _steps(seq, n_features, f"{field}[{i}]", int(cut[i]))
         lengths[i] = n
     if input_kind == "float":
         return batch.astype(np.float32)

@@ -393,13 +393,16 @@ def _lines(interactive: bool) -> Iterable[str]:
 
 def cmd_session(api: Api, args: argparse.Namespace) -> int:
     body = {"ttl_s": args.ttl} if args.ttl else None
+    # A model of several features per step takes one step (its n_features numbers) per line.
+    n_features = api.json("GET", f"/models/{args.name}").get("n_features", 1)
     session = api.json("POST", f"/models/{args.name}/sessions", json=body)
     session_id = session["session_id"]
     interactive = sys.stdin.isatty()
     if interactive:
+        what = "one or more values per line" if n_features == 1 else f"one step of {n_features} values per line"
         out.print(
             f"Session {session_id} on '{session['model']}' version {session['version']}. "
-            "Type one or more values per line (spaces or commas), 'reset' or 'quit'.",
+            f"Type {what} (spaces or commas), 'reset' or 'quit'.",
             markup=False,
         )
     try:
@@ -415,7 +418,8 @@ def cmd_session(api: Api, args: argparse.Namespace) -> int:
                 continue
             try:
                 values = _parse_values(line)
-                result = api.json("POST", f"/sessions/{session_id}/step", json={"values": values})
+                steps = values if n_features == 1 else [values]
+                result = api.json("POST", f"/sessions/{session_id}/step", json={"values": steps})
             except UsageError as exc:
                 err.print(f"error: {exc}", markup=False)
                 continue

@@ -82,7 +82,7 @@ def resolve_params(
     A ``max_len`` over ``settings.max_len`` or a model larger than ``settings.max_params`` is refused
     before anything is built.
     """
-    max_len = overrides.get("max_len") or data_max_len  # type: ignore[assignment]
+    max_len = overrides.get("max_len") or data_max_len
     if max_len is None:
         raise InvalidInput("Give params.max_len or training data to take it from.", field="params.max_len")
     if settings.max_len is not None and max_len > settings.max_len:
@@ -164,16 +164,15 @@ def prepare_user_data(
     """Validate and pad a user's training data for ``arch`` (at most ``max_values`` values once padded)."""
     field = _answers_field(params, "data")
     if len(labels) != len(sequences):
-        raise InvalidInput(
-            f"Give one {field.rsplit('.', 1)[1][:-1]} per sequence.", field=field, expected=len(sequences), got=len(labels)
-        )
+        one = "target" if params.task == "regression" else "label"
+        raise InvalidInput(f"Give one {one} per sequence.", field=field, expected=len(sequences), got=len(labels))
     check_padded_size(len(sequences), params.max_len * params.n_features, max_values, "data.sequences")
     x = _input(arch, params, sequences, field="data.sequences")
     return TrainingData(x=x, y=label_array(labels, params, field), source="request")
 
 
 def _dataset_answers(y: np.ndarray, params: ArchParams) -> list[Any]:
-    # Generated class labels may be held as floats (0.0/1.0); class ids are whole numbers.
+    # The checks take what a request carries (Python numbers), not NumPy scalars.
     return y.tolist() if params.task == "regression" else y.astype(np.int64).tolist()
 
 
@@ -189,7 +188,8 @@ def prepare_dataset(name: str, arch: Architecture, params: ArchParams, seed: int
             got=name,
         )
     data = _input(arch, params, x.tolist(), truncate="pre", field="dataset")
-    return TrainingData(x=data, y=label_array(_dataset_answers(y, params), params, _answers_field(params, "dataset")), source=f"dataset:{name}")
+    answers = label_array(_dataset_answers(y, params), params, _answers_field(params, "dataset"))
+    return TrainingData(x=data, y=answers, source=f"dataset:{name}")
 
 
 EpochCallback = Callable[[int, dict[str, list[float]]], None]
