@@ -144,6 +144,9 @@ def test_model_description_says_task_and_width(served: TestClient, name: str) ->
     assert body.get("n_classes") == params.get("n_classes")
     assert body.get("n_outputs") == (params.get("n_outputs", 1) if params["task"] == "regression" else None)
     assert body.get("padding", "pre") == params.get("padding", "pre")
+    # Only what differs from the question's models is said: a binary one-feature model's description is unchanged.
+    assert ("n_features" in body) == ("n_features" in params) and ("padding" in body) == ("padding" in params)
+    assert ("n_classes" in body) == (params["task"] == "multiclass")
 
 
 def _keras_stateful_outputs(model_dir: Path, name: str, values: list[Any]) -> np.ndarray:
