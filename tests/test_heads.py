@@ -231,6 +231,21 @@ def test_kserve_v2_output_is_batch_by_width(served: TestClient, model_dir: Path)
     assert served.post("/v2/models/rg-td/infer", json={"inputs": [wrong]}).status_code == 400
 
 
+def test_triton_sequence_steps_rows_of_features(served: TestClient, model_dir: Path) -> None:
+    values = _sequences("mc-stateful")[4]  # 6 steps of 2 features
+    expected = _keras_stateful_outputs(model_dir, "mc-stateful", values)
+    got = []
+    for start, stop, flags in ((0, 2, {"sequence_start": True}), (2, 6, {"sequence_end": True})):
+        chunk = values[start:stop]
+        tensor = {"name": "sequence", "datatype": "FP32", "shape": [1, len(chunk), 2], "data": np.ravel(chunk).tolist()}
+        response = served.post("/v2/models/mc-stateful/infer", json={"inputs": [tensor], "parameters": {"sequence_id": 5, **flags}})
+        assert response.status_code == 200, response.text
+        output = response.json()["outputs"][0]
+        assert output["shape"] == [len(chunk), 4]
+        got.append(np.reshape(output["data"], output["shape"]))
+    np.testing.assert_allclose(np.concatenate(got), expected, atol=TOLERANCE)
+
+
 # --- validation -------------------------------------------------------------------------------------
 
 

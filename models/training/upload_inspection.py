@@ -13,7 +13,8 @@ by what the previous one allowed:
    more than a member's declared size, so these bound every later read);
 3. ``config.json``: its size, then its JSON nesting depth;
 4. the architecture, computed from the config: exactly one of the five (layer classes, options and
-   input shape), its parameter count against ``MAX_MODEL_PARAMS`` and its length against
+   input shape), its task from the last Dense layer (sigmoid on 1 unit, softmax on k, linear), its features
+   per step from the input shape, its parameter count against ``MAX_MODEL_PARAMS`` and its length against
    ``MAX_SEQUENCE_LENGTH``;
 5. the weights file's declared dataset shapes (never their data) against the parameter count.
 
@@ -57,6 +58,7 @@ _LSTM_OPTIONS: dict[str, Any] = {
     "return_state": False,
     "go_backwards": False,
 }
+#: The head's units and activation are not compared: together they say the task (``_head``).
 _HEAD_OPTIONS: dict[str, Any] = {"use_bias": True}
 _PROJECTION_OPTIONS: dict[str, Any] = {"activation": "linear", "use_bias": True}
 _EMBEDDING_OPTIONS: dict[str, Any] = {"mask_zero": False}
