@@ -374,3 +374,9 @@ def test_upload_with_a_head_that_fits_no_task_is_refused(served: TestClient, tmp
     response = upload(served, "softmax-one", save(model, tmp_path))
     error = _error(response, 422, "file")
     assert error["code"] == "invalid_model_file" and error["details"]["option"] == "activation"
+
+
+def test_page_says_each_models_task(served: TestClient) -> None:
+    page = served.get("/").text
+    assert "multiclass (3 classes), 3 features" in page  # mc-lstm
+    assert "regression (2 values), 2 features" in page  # rg-td
