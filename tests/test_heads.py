@@ -17,7 +17,8 @@ from fastapi.testclient import TestClient
 from models.architectures import ArchParams, build_sequence_model, build_stateful_model, get_architecture
 from models.errors import InvalidInput
 from models.serving.servable import ARTIFACT, META, ModelMeta
-from models.training.fitting import label_array
+from models.inputs import to_model_input, true_lengths
+from models.training.fitting import LengthBatches, label_array
 from service.app import create_app
 from tests.conftest import make_settings, train
 from tests.test_models import save, upload
@@ -307,6 +308,29 @@ def test_non_finite_regression_targets_are_refused(served: TestClient) -> None:
     with pytest.raises(InvalidInput) as caught:
         label_array([[0.1, 0.2], [0.3, float("nan")]], ArchParams(max_len=3, task="regression", n_outputs=2), "dataset.targets")
     assert caught.value.details["field"] == "dataset.targets[1][1]"
+
+
+def test_feature_rows_pad_truncate_and_name_the_step_as_sent() -> None:
+    rows = [[[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], [[7.0, 8.0]]]
+    batch = to_model_input(rows, input_kind="float", max_len=2, vocab_size=0, truncate="pre", n_features=2)
+    np.testing.assert_array_equal(batch, [[[3, 4], [5, 6]], [[0, 0], [7, 8]]])
+    masked = to_model_input(rows[1:], input_kind="float", max_len=3, vocab_size=0, n_features=2, pad_value=np.nan)
+    assert true_lengths(masked).tolist() == [1]
+    with pytest.raises(InvalidInput) as caught:  # step 2 as sent, the first after cutting step 0
+        to_model_input([[[1.0, 2.0], [3.0, 4.0], [5.0]]], input_kind="float", max_len=2, vocab_size=0, truncate="pre", n_features=2)
+    assert caught.value.details["field"] == "sequences[0][2]"
+
+
+def test_length_batches_hold_one_length_each_cut_to_it() -> None:
+    x = to_model_input([[1.0], [1.0, 2.0], [3.0], [4.0, 5.0], [6.0]], input_kind="float", max_len=3, vocab_size=0,
+                       pad_value=np.nan)
+    batches = LengthBatches(x, np.arange(5), batch_size=2, seed=0)
+    seen = sorted(int(i) for k in range(len(batches)) for i in batches[k][1])
+    assert seen == [0, 1, 2, 3, 4]
+    for k in range(len(batches)):
+        xs, ys = batches[k]
+        assert not np.isnan(xs).any() and xs.shape[1] in (1, 2)
+        np.testing.assert_array_equal(xs[:, -1, 0], x[ys, -1, 0])
 
 
 # --- uploads ----------------------------------------------------------------------------------------
