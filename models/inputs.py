@@ -55,19 +55,22 @@ def describe(value: Any) -> str:
     return text if len(text) <= 60 else text[:60] + "…"
 
 
-def check_padded_size(n_sequences: int, max_len: int, max_values: int | None, field: str) -> None:
-    """Refuse a batch whose padded array (``n_sequences`` x ``max_len``) would exceed ``max_values``.
+def check_padded_size(n_sequences: int, max_len: int, max_values: int | None, field: str, n_features: int = 1) -> None:
+    """Refuse a batch whose padded array (``n_sequences`` x ``max_len`` x ``n_features``) would exceed
+    ``max_values``.
 
     Called before anything is allocated: a ragged body of a few megabytes can otherwise ask for an
     array of hundreds of gigabytes (one long sequence sets the padded length of all the others).
     """
-    if max_values is not None and n_sequences * max_len > max_values:
+    size = n_sequences * max_len * n_features
+    if max_values is not None and size > max_values:
+        steps = f"{max_len} steps" if n_features == 1 else f"{max_len} steps of {n_features} features"
         raise InvalidInput(
-            f"{n_sequences} sequences padded to {max_len} steps are {n_sequences * max_len:,} values; "
+            f"{n_sequences} sequences padded to {steps} are {size:,} values; "
             f"this server takes at most {max_values:,} (MAX_PADDED_VALUES).",
             field=field,
             expected=f"at most {max_values} values after padding",
-            got=n_sequences * max_len,
+            got=size,
         )
 
 

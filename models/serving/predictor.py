@@ -38,7 +38,7 @@ class Predictor:
                 got=len(sequences),
             )
         servable = self.models.peek(name, version) or await anyio.to_thread.run_sync(self.models.get, name, version)
-        check_padded_size(len(sequences), servable.params.max_len * servable.params.n_features, self.max_values, "sequences")
+        check_padded_size(len(sequences), servable.params.max_len, self.max_values, "sequences", servable.params.n_features)
         if len(sequences) > _INLINE_PREPARE_LIMIT:
             batch = await anyio.to_thread.run_sync(servable.to_input, sequences, truncate)
         else:

@@ -56,6 +56,17 @@ class ModelMeta:
     n_outputs: int | None = None
     padding: str = "pre"
 
+    @staticmethod
+    def shape_of(params: ArchParams) -> dict[str, Any]:
+        """The fields that record ``params`` beyond ``relevant_params``, for a new version's metadata."""
+        return {
+            "task": params.task,
+            "n_features": params.n_features,
+            "n_classes": params.n_classes if params.task == "multiclass" else None,
+            "n_outputs": params.n_outputs if params.task == "regression" else None,
+            "padding": params.padding,
+        }
+
     def arch_params(self) -> ArchParams:
         """The full hyper-parameters this version was built with."""
         shape: dict[str, Any] = {"task": self.task, "n_features": self.n_features, "padding": self.padding}

@@ -210,11 +210,7 @@ class ModelStore:
                 metrics=metrics,
                 extra=extra or {},
                 incarnation=incarnation,
-                task=params.task,
-                n_features=params.n_features,
-                n_classes=params.n_classes if params.task == "multiclass" else None,
-                n_outputs=params.n_outputs if params.task == "regression" else None,
-                padding=params.padding,
+                **ModelMeta.shape_of(params),
             )
             model_dir = self.root / name
             model_dir.mkdir(parents=True, exist_ok=True)

@@ -166,7 +166,7 @@ def prepare_user_data(
     if len(labels) != len(sequences):
         one = "target" if params.task == "regression" else "label"
         raise InvalidInput(f"Give one {one} per sequence.", field=field, expected=len(sequences), got=len(labels))
-    check_padded_size(len(sequences), params.max_len * params.n_features, max_values, "data.sequences")
+    check_padded_size(len(sequences), params.max_len, max_values, "data.sequences", params.n_features)
     x = _input(arch, params, sequences, field="data.sequences")
     return TrainingData(x=x, y=label_array(labels, params, field), source="request")
 
@@ -368,7 +368,7 @@ def prepare_training(
     """
     if dataset is not None:
         params = resolve_params(arch, overrides, get_dataset(dataset).max_len, settings)
-        check_padded_size(get_dataset(dataset).n_sequences, params.max_len, settings.max_values, "params.max_len")
+        check_padded_size(get_dataset(dataset).n_sequences, params.max_len, settings.max_values, "params.max_len", params.n_features)
         data = prepare_dataset(dataset, arch, params, settings.seed)
     else:
         assert sequences is not None and labels is not None, "the request schema demands data or dataset"
