@@ -5,6 +5,7 @@ One module-scoped app trains one tiny model per (architecture, task, input kind)
 once; the tests then read them.
 """
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import keras
 import numpy as np
 import pytest
+import redis
 from fastapi.testclient import TestClient
 
 from models.architectures import ArchParams, build_sequence_model, build_stateful_model, get_architecture
@@ -24,6 +26,7 @@ from tests.conftest import make_settings, train
 from tests.test_models import save, upload
 
 TOLERANCE = 1e-5
+REDIS_URL = "redis://127.0.0.1:6379/0"
 TINY = {"units": 4, "dense_units": 4, "embedding_dim": 4, "vocab_size": 12}
 RNG = np.random.default_rng(0)
 
@@ -181,6 +184,29 @@ def test_session_steps_equal_keras_stateful(served: TestClient, model_dir: Path,
     assert rest["steps_seen"] == len(values)
     got = np.concatenate([_step_outputs(first, meta.task), _step_outputs(rest, meta.task)])
     np.testing.assert_allclose(got, _keras_stateful_outputs(model_dir, name, values), atol=TOLERANCE)
+
+
+@pytest.mark.parametrize("name", ["mc-lstm", "rg-td"])
+def test_redis_sessions_keep_rows_of_outputs(served: TestClient, model_dir: Path, name: str) -> None:
+    """The Redis store keeps the last step's outputs of any width, so a retried step is answered alike."""
+    prefix = f"lstm-serve-test-heads-{uuid.uuid4().hex}:"
+    settings = make_settings(model_dir, session_store=REDIS_URL, session_key_prefix=prefix, session_store_timeout_s=5.0)
+    try:
+        with TestClient(create_app(settings)) as client:
+            values = _sequences(name)[4]
+            session_id = client.post(f"/models/{name}/sessions").json()["session_id"]
+            first = client.post(f"/sessions/{session_id}/step", json={"values": values[:3], "seq": 0}).json()
+            again = client.post(f"/sessions/{session_id}/step", json={"values": values[:3], "seq": 0}).json()
+            rest = client.post(f"/sessions/{session_id}/step", json={"values": values[3:], "seq": 3}).json()
+        assert again == first and rest["steps_seen"] == len(values)
+        task = _meta(model_dir, name).task
+        got = np.concatenate([_step_outputs(first, task), _step_outputs(rest, task)])
+        np.testing.assert_allclose(got, _keras_stateful_outputs(model_dir, name, values), atol=TOLERANCE)
+    finally:
+        store = redis.Redis.from_url(REDIS_URL)
+        keys = list(store.scan_iter(f"{prefix}*"))
+        if keys:
+            store.delete(*keys)
 
 
 @pytest.mark.parametrize("name", ["masked", "masked-td"])
