@@ -24,10 +24,10 @@ FiniteNumber = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=-FLOA
 #: A class id: 0/1 for a binary model, below ``n_classes`` for a multiclass one (that bound is checked
 #: against the task in ``models.training.fitting.label_array``).
 Label = Annotated[int, Field(strict=True, ge=0)]
-#: A regression target: one number, or a list of ``n_outputs`` numbers.
-Target = FiniteNumber | list[FiniteNumber]
 #: One time step: a number (one feature, the question's form) or a list of ``n_features`` numbers.
 Step = FiniteNumber | list[FiniteNumber]
+#: A regression target has the same form: one number, or a list of ``n_outputs`` numbers.
+Target = Step
 Sequences = Annotated[list[list[Step]], Field(min_length=1)]
 
 
@@ -96,7 +96,6 @@ class TrainingDataIn(RequestModel):
         if (self.labels is None) == (self.targets is None):
             raise ValueError("give exactly one of 'labels' (class ids) and 'targets' (regression values)")
         return self
-
 
 
 class FitOptions(RequestModel):
@@ -233,9 +232,6 @@ class ValuesPrediction(BaseModel):
     """A regression model's answer for one sequence: its ``n_outputs`` values."""
 
     values: list[float]
-
-
-AnyPrediction = Prediction | ClassPrediction | ValuesPrediction
 
 
 def predictions_of(task: str, outputs: np.ndarray) -> list[Prediction] | list[ClassPrediction] | list[ValuesPrediction]:
