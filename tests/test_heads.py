@@ -16,8 +16,9 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from models.architectures import ArchParams, build_sequence_model, build_stateful_model, get_architecture
+from models.architectures import ArchParams, build_sequence_model, build_stateful_model, get_architecture, param_count
 from models.errors import InvalidInput
+from models.serving.engines import KerasEngine, export_engine, random_inputs
 from models.serving.servable import ARTIFACT, META, ModelMeta
 from models.inputs import to_model_input, true_lengths
 from models.training.fitting import LengthBatches, label_array
@@ -271,6 +272,30 @@ def test_triton_sequence_steps_rows_of_features(served: TestClient, model_dir: P
         assert output["shape"] == [len(chunk), 4]
         got.append(np.reshape(output["data"], output["shape"]))
     np.testing.assert_allclose(np.concatenate(got), expected, atol=TOLERANCE)
+
+
+@pytest.mark.parametrize(
+    ("architecture", "params"),
+    [
+        ("lstm", {"n_features": 3, "task": "multiclass", "n_classes": 4}),
+        ("td_dense_lstm", {"n_features": 2, "task": "regression", "n_outputs": 3}),
+        ("embedding_bilstm", {"task": "multiclass", "n_classes": 3}),
+        ("lstm", {"n_features": 2, "task": "regression", "n_outputs": 2, "padding": "masked"}),
+    ],
+)
+def test_both_engines_equal_keras_for_every_width(tmp_path: Path, architecture: str, params: dict[str, Any]) -> None:
+    arch = get_architecture(architecture)
+    shape = ArchParams(max_len=6, **{**TINY, **params})
+    model = build_sequence_model(arch, shape)
+    _randomize(model, seed=4)
+    x = random_inputs(model, 5, shape.vocab_size, seed=2)[0]
+    assert param_count(arch, shape) == model.count_params()  # what MAX_MODEL_PARAMS is checked against
+    onnx = export_engine(model, tmp_path / "predict.onnx", shape.vocab_size)
+    assert onnx.backend == "onnxruntime"  # exported and verified, not fallen back
+    for engine in (onnx, KerasEngine(model)):
+        got = engine.run(x)[0]
+        assert got.shape == (5, shape.output_width)
+        np.testing.assert_allclose(got, np.asarray(model(x, training=False)), atol=TOLERANCE)
 
 
 # --- validation -------------------------------------------------------------------------------------
