@@ -351,13 +351,13 @@ def _head(head: dict[str, Any], arch: str) -> dict[str, Any]:
         return {"task": "regression", "n_outputs": units}
     name = head.get("config", {}).get("name")
     raise InvalidModelFile(
-        f"Layer '{name}' (Dense) is {activation!r} on {units} unit(s); a head is sigmoid on 1 unit (binary), "
-        "softmax on 2 or more (multiclass) or linear (regression).",
+        f"Layer '{name}' (Dense) has activation={activation!r} on {units} unit(s); a head is sigmoid on 1 unit "
+        "(binary), softmax on 2 or more (multiclass) or linear (regression).",
         field="file",
         layer=name,
         option="activation",
-        expected=["sigmoid (units=1)", "softmax (units>=2)", "linear"],
-        got=f"{activation} ({units} units)"[:100],
+        expected=["sigmoid", "linear"] if units == 1 else ["softmax", "linear"],
+        got=activation if isinstance(activation, str) else str(activation)[:100],
     )
 
 
