@@ -19,7 +19,7 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from models.architectures import ArchParams, build_sequence_model, get_architecture  # noqa: E402
-from models.serving.servable import ModelMeta, Servable, write_version  # noqa: E402
+from models.serving.servable import ModelMeta, Servable, read_version, write_version  # noqa: E402
 
 MAX_LEN = 50
 BATCH = 32
@@ -34,7 +34,8 @@ def _stored(folder: Path, padding: str, weights: list[np.ndarray]) -> Servable:
     folder.mkdir()
     meta = ModelMeta(name="bench", architecture="lstm", params=arch.relevant_params(params), version=1,
                      input_kind="float", max_len=MAX_LEN, created_at="", source="bench", padding=padding)
-    return write_version(folder, meta, model)
+    write_version(folder, meta, model)
+    return read_version(folder)
 
 
 def main() -> int:
