@@ -272,7 +272,8 @@ def build_sequence_model(arch: Architecture, params: ArchParams) -> keras.Model:
 
 
 def build_stateful_model(arch: Architecture, params: ArchParams) -> keras.Model:
-    """The seed's stateful model: one value per call with batch shape (1, 1, 1), state kept in the layer.
+    """The seed's stateful model: one step per call with batch shape (1, 1, n_features)
+    ((1, 1, 1) in the question), state kept in the layer.
 
     For ``stateful_lstm`` this is the saved artifact; for the other unidirectional architectures it is
     the reference that per-session stepping is tested against.
