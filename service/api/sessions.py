@@ -9,7 +9,15 @@ from models.serving.session_service import SessionService
 from models.serving.session_store import SessionRecord
 from service.deps import MetricsDep, ModelName, SessionsDep
 from service.metrics import Metrics
-from service.schemas import ErrorResponse, SessionCreate, SessionPublic, StepRequest, StepResponse
+from service.schemas import (
+    ErrorResponse,
+    OutputsStepResponse,
+    SessionCreate,
+    SessionPublic,
+    StepRequest,
+    StepResponse,
+    step_response,
+)
 
 router = APIRouter(
     tags=["sessions"],
@@ -42,17 +50,21 @@ async def create_session(
     return session_public(await sessions.create(name, body.ttl_s, body.version))
 
 
-async def answer_step(sessions: SessionService, metrics: Metrics, session_id: str, body: StepRequest) -> StepResponse:
+async def answer_step(
+    sessions: SessionService, metrics: Metrics, session_id: str, body: StepRequest
+) -> StepResponse | OutputsStepResponse:
     """The answer to a step request, for the route and the fast path alike (so they cannot differ)."""
     stepped = await sessions.step(session_id, body.values, body.seq)
     if not stepped.replayed:
         metrics.steps.labels(stepped.record.model).inc(len(stepped.probabilities))
-    return StepResponse.of(session_id, stepped.record.steps_seen, stepped.probabilities)
+    return step_response(session_id, stepped.record.steps_seen, stepped.task, stepped.probabilities)
 
 
 @router.post("/sessions/{session_id}/step", responses={409: {"model": ErrorResponse}})
-async def step_session(session_id: str, body: StepRequest, sessions: SessionsDep, metrics: MetricsDep) -> StepResponse:
-    """Feed one or more timesteps in order; returns the probability after each. Send "seq" to retry safely."""
+async def step_session(
+    session_id: str, body: StepRequest, sessions: SessionsDep, metrics: MetricsDep
+) -> StepResponse | OutputsStepResponse:
+    """Feed one or more timesteps in order; returns the prediction after each. Send "seq" to retry safely."""
     return await answer_step(sessions, metrics, session_id, body)
 
 
