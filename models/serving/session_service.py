@@ -126,8 +126,9 @@ class SessionService:
                 return Stepped(record, replayed, replayed=True)
             x = to_step_input(values, input_kind=servable.architecture.input_kind, vocab_size=servable.params.vocab_size)
             h, c = decode_state(record.state, servable.params.units)
+            # Each value is one engine call, about the cost of one sequence's predict call: count max_len each.
             probabilities, h, c = await self.batcher.submit(
-                ("step", servable), (x, h, c), partial(step_batch, servable)
+                ("step", servable), (x, h, c), partial(step_batch, servable), cost=len(x) * servable.params.max_len
             )
             saved = await self.store.save(record.stepped(encode_state(h, c), digest, probabilities))
         return Stepped(saved, probabilities, replayed=False)
