@@ -262,14 +262,16 @@ class MemorySessionStore:
     async def reap(self) -> int:
         # One pass over a million sessions takes about 0.2 s: done in slices, requests are served in between.
         now = time.time()
-        ids = list(self._records)
+        records = self._records
+        ids = list(records)
         reaped = 0
         for start in range(0, len(ids), _REAP_SLICE):
-            for sid in ids[start : start + _REAP_SLICE]:
-                stored = self._records.get(sid)
-                if stored is not None and stored[0] <= now:
-                    del self._records[sid]
-                    reaped += 1
+            expired = [
+                sid for sid in ids[start : start + _REAP_SLICE] if (stored := records.get(sid)) and stored[0] <= now
+            ]
+            for sid in expired:
+                del records[sid]
+            reaped += len(expired)
             await asyncio.sleep(0)
         return reaped
 
