@@ -123,6 +123,13 @@ def step_batch(servable: Servable, items: list[StepItem]) -> list[StepResult]:
     Sessions with fewer values drop out of the batch once they are done. Each result is the
     probability after every one of that session's steps and its new ``(h, c)``.
     """
+    if len(items) == 1:  # a lone session (the inline path): the row bookkeeping below cost as much as the engine call (py-spy)
+        values, h, c = items[0]
+        probabilities = np.empty(len(values), np.float64)
+        for t in range(len(values)):
+            p, h, c = servable.step(values[t : t + 1], h, c)
+            probabilities[t] = p[0]
+        return [(probabilities, h, c)]
     sequences = [values for values, _, _ in items]
     h = np.concatenate([h for _, h, _ in items])
     c = np.concatenate([c for _, _, c in items])
