@@ -123,7 +123,8 @@ def step_batch(servable: Servable, items: list[StepItem]) -> list[StepResult]:
     Sessions with fewer values drop out of the batch once they are done. Each result is the
     probability after every one of that session's steps and its new ``(h, c)``.
     """
-    if len(items) == 1:  # a lone session (the inline path): the row bookkeeping below cost as much as the engine call (py-spy)
+    # A lone session (the inline path): the row bookkeeping below cost as much as its engine call (py-spy).
+    if len(items) == 1:
         values, h, c = items[0]
         probabilities = np.empty(len(values), np.float64)
         for t in range(len(values)):
