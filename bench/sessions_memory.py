@@ -55,7 +55,8 @@ async def in_chunks(items: list[Any], work: Callable[[Any], Awaitable[Any]]) -> 
     return results, time.perf_counter() - started
 
 
-async def measure(model_dir: Path, count: int, chunk: int, probe: int) -> dict[str, float]:
+async def measure(model_dir: Path, count: int, chunk: int, probe: int, model: str = MODEL_NAME) -> dict[str, float]:
+    """Hold ``count`` sessions on ``model``, created and stepped once each; the figures of the module docstring."""
     models = ModelStore(model_dir)
     models.open()
     batcher = BatchScheduler(inline_max_cost=1024)
@@ -68,14 +69,14 @@ async def measure(model_dir: Path, count: int, chunk: int, probe: int) -> dict[s
         async def step(session_id: str) -> None:
             await sessions.step(session_id, [0.5])
 
-        warm, _ = await in_chunks([MODEL_NAME] * 1000, create)
+        warm, _ = await in_chunks([model] * 1000, create)
         await in_chunks(warm, step)
         before = rss()
         ids: list[str] = []
         started = time.perf_counter()
         for done in range(0, count, chunk):
             size = min(chunk, count - done)
-            new, create_s = await in_chunks([MODEL_NAME] * size, create)
+            new, create_s = await in_chunks([model] * size, create)
             _, step_s = await in_chunks(new, step)
             ids.extend(new)
             del new
