@@ -99,7 +99,6 @@ class Settings(BaseSettings):
             raise ValueError("JOB_QUEUE must be unset or a redis://, rediss:// or unix:// URL")
         return value
 
-
     @model_validator(mode="after")
     def _workers_share_sessions(self) -> "Settings":
         if self.workers > 1 and self.session_store == "memory":
