@@ -3,7 +3,7 @@
     .venv/bin/python bench/sessions_memory.py --sessions 1000000 [--model-dir DIR]
 
 In one process, through the same objects the service uses (``SessionService`` over ``MemorySessionStore``,
-``ModelStore`` and ``BatchScheduler``; no HTTP, so the figures are the store's and the engine's, not the
+``ModelRegistry`` and ``BatchScheduler``; no HTTP, so the figures are the store's and the engine's, not the
 server's): creates ``--sessions`` sessions on the benchmark's ``lstm`` model (units 10, max_len 50; trained
 through the API as ``bench/run.py`` does unless ``--model-dir`` holds it) and steps each once, in chunks,
 reporting per chunk the creation and step rates; then the RSS per session (after minus before, over the
@@ -34,7 +34,8 @@ from bench.run import MODEL_NAME, train_model  # noqa: E402
 from models.serving.batching import BatchScheduler  # noqa: E402
 from models.serving.session_service import SessionService  # noqa: E402
 from models.serving.session_store import MemorySessionStore  # noqa: E402
-from models.serving.store import ModelStore  # noqa: E402
+from models.serving.model_index import ModelIndex  # noqa: E402
+from models.serving.registry import ModelRegistry  # noqa: E402
 
 #: Requests created or stepped together: like concurrent clients, so steps batch as in the service.
 CONCURRENCY = 64
@@ -57,8 +58,10 @@ async def in_chunks(items: list[Any], work: Callable[[Any], Awaitable[Any]]) -> 
 
 async def measure(model_dir: Path, count: int, chunk: int, probe: int, model: str = MODEL_NAME) -> dict[str, float]:
     """Hold ``count`` sessions on ``model``, created and stepped once each; the figures of the module docstring."""
-    models = ModelStore(model_dir)
-    models.open()
+    index = ModelIndex(model_dir)
+    index.open()
+    models = ModelRegistry(index, max_loaded=1)
+    await models.open()
     batcher = BatchScheduler(inline_max_cost=1024)
     store = MemorySessionStore()
     sessions = SessionService(store, models, batcher, default_ttl_s=3600, max_sessions=count + 1000)

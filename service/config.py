@@ -75,6 +75,14 @@ class Settings(BaseSettings):
         "(a step: values x max_len) runs on the event loop, without the hand-off to a batch thread; 0: never"
     )
     fast_path: bool = Field(True, description="Answer valid predict and step bodies without FastAPI's routing")
+    max_loaded_versions: int = Field(
+        8, ge=1, description="Most model versions kept loaded; past it the least recently used is unloaded "
+        "(a session pinned to it loads it again on its next step)"
+    )
+    model_sync_interval_s: float = Field(
+        0.5, gt=0, le=1.0, description="How often a replica checks MODEL_DIR/.generation for other replicas' "
+        "new versions and deletes (at once on an unknown model or version): they are served within this bound"
+    )
     demo_model: bool = Field(True, description="Train the 'demo' model at first start if the store is empty")
     log_level: str = "info"
     access_log: bool = Field(

@@ -12,7 +12,8 @@ from fastapi.exceptions import RequestValidationError
 from models.training.job_queue import JobQueue
 from models.serving.predictor import Predictor
 from models.serving.session_service import SessionService
-from models.serving.store import ModelStore
+from models.serving.model_index import ModelIndex
+from models.serving.registry import ModelRegistry
 from service.auth import bearer_matches
 from service.config import Settings
 from service.errors import Unauthorized
@@ -25,8 +26,12 @@ async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-async def get_store(request: Request) -> ModelStore:
-    return request.app.state.store
+async def get_registry(request: Request) -> ModelRegistry:
+    return request.app.state.registry
+
+
+async def get_index(request: Request) -> ModelIndex:
+    return request.app.state.registry.index
 
 
 async def get_jobs(request: Request) -> JobQueue:
@@ -50,7 +55,8 @@ async def get_v2(request: Request) -> V2DataPlane:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-StoreDep = Annotated[ModelStore, Depends(get_store)]
+RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
+IndexDep = Annotated[ModelIndex, Depends(get_index)]
 JobsDep = Annotated[JobQueue, Depends(get_jobs)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 PredictorDep = Annotated[Predictor, Depends(get_predictor)]

@@ -18,7 +18,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 
-import anyio.to_thread
 import numpy as np
 
 from models.errors import (
@@ -31,7 +30,6 @@ from models.errors import (
 )
 from models.inputs import to_step_input
 from models.serving.batching import BatchScheduler, step_batch
-from models.serving.servable import ModelMeta, Servable
 from models.serving.session_store import (
     SessionRecord,
     SessionStore,
@@ -40,7 +38,7 @@ from models.serving.session_store import (
     new_session_id,
     values_digest,
 )
-from models.serving.store import ModelStore
+from models.serving.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +54,10 @@ class Stepped:
 
 
 class SessionService:
-    """Session operations over a session store, the model store and the step batcher."""
+    """Session operations over a session store, the model registry and the step batcher."""
 
     def __init__(
-        self, store: SessionStore, models: ModelStore, batcher: BatchScheduler, *, default_ttl_s: int, max_sessions: int
+        self, store: SessionStore, models: ModelRegistry, batcher: BatchScheduler, *, default_ttl_s: int, max_sessions: int
     ) -> None:
         self.store = store
         self.models = models
@@ -75,7 +73,7 @@ class SessionService:
         ``session_id`` is for protocols whose clients name their streams (Triton's ``sequence_id``);
         by default the id is new and unguessable.
         """
-        servable = await self._servable(model, version)
+        servable = await self.models.servable(model, version)
         arch = servable.architecture
         if not arch.supports_sessions:
             raise SessionsUnsupported(
@@ -96,10 +94,6 @@ class SessionService:
         await self.store.create(record, self.max_sessions)
         return record
 
-    async def _servable(self, model: str, version: int | None) -> Servable:
-        # Loading a version not yet in memory reads files: keep that off the event loop.
-        return self.models.peek(model, version) or await anyio.to_thread.run_sync(self.models.get, model, version)
-
     async def get(self, session_id: str) -> SessionRecord:
         """The session's record."""
         return await self.store.get(session_id)
@@ -109,8 +103,7 @@ class SessionService:
         digest = values_digest(values)
         async with self.store.locked(session_id) as record:
             with _pinned(record):
-                servable = await self._servable(record.model, record.version)
-            _same_incarnation(record, servable.meta)
+                servable = await self.models.servable(record.model, record.version, record.incarnation)
             if seq is not None and seq != record.steps_seen:
                 replayed = record.replay(seq, digest)
                 if replayed is None:
@@ -137,8 +130,7 @@ class SessionService:
         """Back to the zero state with ``steps_seen`` 0."""
         async with self.store.locked(session_id) as record:
             with _pinned(record):
-                meta = self.models.meta(record.model, record.version)
-            _same_incarnation(record, meta)
+                self.models.index.meta(record.model, record.version, record.incarnation)
             return await self.store.save(record.reset())
 
     async def delete(self, session_id: str) -> None:
@@ -173,15 +165,9 @@ def _deleted(record: SessionRecord) -> ModelDeleted:
 
 @contextmanager
 def _pinned(record: SessionRecord) -> Iterator[None]:
-    """Looking up the version a session is pinned to: a model or version gone means the model was deleted."""
+    """Looking up the version (and incarnation) a session is pinned to: a model, version or incarnation gone
+    means the model was deleted. Records written before incarnations existed carry "": nothing to compare."""
     try:
         yield
     except (ModelNotFound, VersionNotFound):
         raise _deleted(record) from None
-
-
-def _same_incarnation(record: SessionRecord, meta: ModelMeta) -> None:
-    """``ModelDeleted`` when the model under the session's name is no longer the one it started on."""
-    # Records written before incarnations existed carry "": nothing to compare.
-    if record.incarnation and meta.incarnation != record.incarnation:
-        raise _deleted(record)

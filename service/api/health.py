@@ -4,7 +4,7 @@ from collections import Counter
 
 from fastapi import APIRouter, Response
 
-from service.deps import JobsDep, MetricsDep, StoreDep
+from service.deps import IndexDep, JobsDep, MetricsDep, RegistryDep
 from service.schemas import HealthStatus
 
 router = APIRouter(tags=["operations"])
@@ -19,9 +19,9 @@ async def live() -> HealthStatus:
 
 
 @router.get("/health/ready", responses={503: {"model": HealthStatus}})
-def ready(store: StoreDep, jobs: JobsDep, response: Response) -> HealthStatus:
-    """Ready once the model store is loaded, while the job worker can run jobs (its records can be written)."""
-    if not store.ready:
+def ready(registry: RegistryDep, jobs: JobsDep, response: Response) -> HealthStatus:
+    """Ready once each model's latest version is loaded, while the job worker can run jobs (its records can be written)."""
+    if not registry.ready:
         response.status_code = 503
         return HealthStatus(status="loading")
     # A plain def: when records could not be written, ``jobs.ready`` tries the disk again (a small write).
@@ -32,9 +32,9 @@ def ready(store: StoreDep, jobs: JobsDep, response: Response) -> HealthStatus:
 
 
 @metrics_router.get("/metrics", response_class=Response)
-def metrics(metrics: MetricsDep, store: StoreDep, jobs: JobsDep) -> Response:
+def metrics(metrics: MetricsDep, index: IndexDep, jobs: JobsDep) -> Response:
     """Prometheus text format."""
-    metrics.models.set(len(store.names()))
+    metrics.models.set(len(index.names()))
     counts = Counter(job.status for job in jobs.list())
     for status in ("queued", "running", "succeeded", "failed", "cancelled"):
         metrics.jobs.labels(status).set(counts.get(status, 0))

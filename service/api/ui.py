@@ -20,7 +20,7 @@ from fastapi.responses import HTMLResponse
 from models.architectures import ARCHITECTURES
 from models.errors import NotFound
 from models.training.jobs import Job
-from service.deps import JobsDep, StoreDep
+from service.deps import IndexDep, JobsDep
 
 router = APIRouter(include_in_schema=False)
 
@@ -200,12 +200,12 @@ def render_page(models: Sequence[Mapping[str, Any]], jobs: Sequence[Job], latest
 
 
 @router.get("/", response_class=HTMLResponse)
-def index(store: StoreDep, jobs: JobsDep) -> HTMLResponse:
+def index(model_index: IndexDep, jobs: JobsDep) -> HTMLResponse:
     """The dashboard page."""
     models = []
-    for name in store.names():
+    for name in model_index.names():
         try:
-            info = store.info(name)
+            info = model_index.info(name)
         except NotFound:  # deleted meanwhile
             continue
         meta = info.latest
