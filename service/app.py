@@ -91,7 +91,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.demo_model:
             await anyio.to_thread.run_sync(_ensure_demo_model, index, jobs, settings)
         await registry.open()
-        batcher = BatchScheduler(settings.batch_max_size, settings.batch_timeout_us / 1e6, settings.batch_threads)
+        batcher = BatchScheduler(
+            settings.batch_max_size,
+            settings.batch_timeout_us / 1e6,
+            settings.batch_threads,
+            inline_max_cost=settings.batch_inline_max_values,
+        )
         app.state.predictor = Predictor(
             registry, batcher, settings.max_sequences_per_request, settings.max_padded_values
         )
