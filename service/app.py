@@ -16,7 +16,7 @@ from models.serving.session_service import SessionService
 from models.serving.store import ModelStore
 from models.training.job_queue import InProcessJobs, JobOrder
 from models.training.redis_jobs import RedisJobQueue
-from service.api import catalog, compare, docs, health, jobs, models, sessions, ui
+from service.api import catalog, compare, docs, health, jobs, models, sessions, stream, ui
 from service.config import Settings, get_settings
 from service.deps import ReadAccess
 from service.errors import install_error_handlers
@@ -151,6 +151,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     guarded = {401: {"model": ErrorResponse}, 413: {"model": ErrorResponse}}
     for router in (catalog.router, models.router, jobs.router, sessions.router, compare.router):
         app.include_router(router, dependencies=[ReadAccess], responses=guarded)
+    # Streams check the key themselves: a WebSocket refused with a close code says why, and browsers send it
+    # as a subprotocol (service.auth.authorization_of).
+    app.include_router(stream.router)
     for router in (tfserving.router, kserve_v2.router):
         app.include_router(router, dependencies=[ReadAccess])
     return app
