@@ -121,7 +121,8 @@ class SessionStore(Protocol):
     ``StateStoreUnavailable`` when the store cannot be reached in time (then nothing was changed)."""
 
     async def create(self, record: SessionRecord, max_sessions: int) -> None:
-        """Add a new session; ``CapacityExceeded`` when ``max_sessions`` are live."""
+        """Add a new session (at the record's state: zero, or a fork's or snapshot's); ``CapacityExceeded`` when
+        ``max_sessions`` are live."""
         ...
 
     async def get(self, session_id: str) -> SessionRecord:
@@ -274,13 +275,13 @@ return 1
 """
 
 #: KEYS session, index; ARGV now, max sessions, session id, expires_at, expiry ms, model, version,
-#: incarnation, ttl_s. Sweep expired ids, count, create: one script, so replicas creating at once never
-#: exceed the cap together. 1 created, 0 full.
+#: incarnation, ttl_s, steps_seen, state (a fork or a restored snapshot starts past zero). Sweep expired ids,
+#: count, create: one script, so replicas creating at once never exceed the cap together. 1 created, 0 full.
 CREATE_CAPPED = """
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
 if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[2]) then return 0 end
 redis.call('HSET', KEYS[1], 'model', ARGV[6], 'version', ARGV[7], 'incarnation', ARGV[8], 'ttl_s', ARGV[9],
-  'expires_at', ARGV[4], 'steps_seen', 0, 'state', '', 'last', '')
+  'expires_at', ARGV[4], 'steps_seen', ARGV[10], 'state', ARGV[11], 'last', '')
 redis.call('PEXPIREAT', KEYS[1], ARGV[5])
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
 return 1
@@ -543,7 +544,8 @@ class RedisSessionStore:
             CREATE_CAPPED,
             (self._key(record.session_id), self._index),
             (repr(time.time()), max_sessions, record.session_id, repr(record.expires_at),
-             _expiry_ms(record.expires_at), record.model, record.version, record.incarnation, record.ttl_s),
+             _expiry_ms(record.expires_at), record.model, record.version, record.incarnation, record.ttl_s,
+             record.steps_seen, record.state),
             if_lost="If it was, that session (whose id you did not get) expires unused after its ttl_s; start another.",
         )
         if not created:
