@@ -88,7 +88,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await anyio.to_thread.run_sync(jobs.open)
         if settings.demo_model:
             await anyio.to_thread.run_sync(_ensure_demo_model, store, jobs, settings)
-        batcher = BatchScheduler(settings.batch_max_size, settings.batch_timeout_us / 1e6, settings.batch_threads)
+        batcher = BatchScheduler(
+            settings.batch_max_size, settings.batch_timeout_us / 1e6, settings.batch_threads, on_batch=metrics.batch
+        )
         app.state.predictor = Predictor(
             store, batcher, settings.max_sequences_per_request, settings.max_padded_values
         )
@@ -99,11 +101,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 lock_ttl_s=settings.session_lock_ttl_s,
                 lock_wait_s=settings.session_lock_wait_s,
                 timeout_s=settings.session_store_timeout_s,
+                on_error=metrics.store_error,
             ),
             store,
             batcher,
             default_ttl_s=settings.session_ttl_s,
             max_sessions=settings.max_sessions,
+            events=metrics.session_events(),
         )
         app.state.v2 = V2DataPlane(store, app.state.predictor, app.state.sessions, metrics, app.version)
         grpc_server = GrpcServer(app.state.v2, settings) if settings.grpc_port else None

@@ -32,8 +32,16 @@ class _Queue(Generic[Item, Result]):
 class BatchScheduler:
     """Merges concurrent requests that share a key into one call of that key's ``run`` function."""
 
-    def __init__(self, max_batch_size: int = 256, timeout_s: float = 0.0, num_threads: int = 1) -> None:
+    def __init__(
+        self,
+        max_batch_size: int = 256,
+        timeout_s: float = 0.0,
+        num_threads: int = 1,
+        on_batch: Callable[[Hashable, int], None] | None = None,
+    ) -> None:
         self.max_batch_size = max_batch_size
+        #: Told each batch's key and size as it starts (the metrics' batch-size histograms).
+        self._on_batch = on_batch or (lambda key, size: None)
         self.timeout_s = timeout_s
         self._queues: dict[Hashable, _Queue[Any, Any]] = {}
         self._executor = ThreadPoolExecutor(max_workers=num_threads, thread_name_prefix="batch")
@@ -55,6 +63,7 @@ class BatchScheduler:
     def _flush(self, key: Hashable) -> None:
         queue = self._queues.pop(key, None)
         if queue is not None and queue.items:
+            self._on_batch(key, len(queue.items))
             task = asyncio.ensure_future(self._run(queue))
             self._running.add(task)
             task.add_done_callback(self._running.discard)

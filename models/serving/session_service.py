@@ -75,12 +75,37 @@ class SessionState:
     c: np.ndarray
 
 
+class SessionEvents:
+    """What the service tells its observer (the metrics): sessions created, deleted and expired, lock waits.
+    This base class ignores them all."""
+
+    def created(self, model: str) -> None:
+        """A session of ``model`` started (new, fork or restore)."""
+
+    def deleted(self) -> None:
+        """A session was deleted."""
+
+    def expired(self, count: int) -> None:
+        """The reaper found ``count`` sessions expired."""
+
+    def lock_waited(self, seconds: float) -> None:
+        """A step or reset waited ``seconds`` for its session's lock (and record)."""
+
+
 class SessionService:
     """Session operations over a session store, the model store and the step batcher."""
 
     def __init__(
-        self, store: SessionStore, models: ModelStore, batcher: BatchScheduler, *, default_ttl_s: int, max_sessions: int
+        self,
+        store: SessionStore,
+        models: ModelStore,
+        batcher: BatchScheduler,
+        *,
+        default_ttl_s: int,
+        max_sessions: int,
+        events: SessionEvents | None = None,
     ) -> None:
+        self.events = events or SessionEvents()
         self.store = store
         self.models = models
         self.batcher = batcher
@@ -122,6 +147,7 @@ class SessionService:
             state=state,
         )
         await self.store.create(record, self.max_sessions)
+        self.events.created(model)
         return record
 
     async def state(self, session_id: str) -> SessionState:
@@ -178,7 +204,9 @@ class SessionService:
     async def step(self, session_id: str, values: Sequence[float], seq: int | None = None) -> Stepped:
         """Feed ``values`` in order (as step ``seq`` when given); the session after it and each probability."""
         digest = values_digest(values)
+        waiting = time.perf_counter()
         async with self.store.locked(session_id) as record:
+            self.events.lock_waited(time.perf_counter() - waiting)
             with _pinned(record):
                 servable = await self._servable(record.model, record.version)
             _same_incarnation(record, servable.meta)
@@ -203,6 +231,10 @@ class SessionService:
             saved = await self.store.save(record.stepped(encode_state(h, c), digest, probabilities))
         return Stepped(saved, probabilities, replayed=False)
 
+    async def live_by_model(self) -> dict[str, int]:
+        """Live sessions by model name (of every replica, when the store is shared)."""
+        return await self.store.live_by_model()
+
     async def reset(self, session_id: str) -> SessionRecord:
         """Back to the zero state with ``steps_seen`` 0."""
         async with self.store.locked(session_id) as record:
@@ -214,6 +246,7 @@ class SessionService:
     async def delete(self, session_id: str) -> None:
         """End a session (a step in flight on it then finds it gone and writes nothing)."""
         await self.store.delete(session_id)
+        self.events.deleted()
 
     async def reap_forever(self, interval_s: float) -> None:
         """Drop expired sessions every ``interval_s`` until cancelled."""
@@ -228,6 +261,7 @@ class SessionService:
                 log.exception("Session reaper failed")
                 continue
             if reaped:
+                self.events.expired(reaped)
                 log.info("Reaped %d expired session(s)", reaped)
 
 
