@@ -51,6 +51,7 @@ def replicas(trained_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
         # A generous Redis deadline: these tests check streams on a shared, busy machine, not deadlines
         # (tests/e2e/test_session_faults.py does).
         SESSION_STORE_TIMEOUT_S="5",
+        SESSION_REAP_INTERVAL_S="0.5",
     )
     with ExitStack() as closing:
         closing.callback(drop_redis_keys, REDIS_URL, prefix)
@@ -136,6 +137,52 @@ def test_a_stream_stays_open_past_the_http_read_deadlines(replicas: Replicas) ->
         time.sleep(READ_DEADLINE_S * 2.5)
         ws.send('{"values": [0.5]}')
         assert json.loads(ws.recv(timeout=30))["steps_seen"] == 1
+
+
+def test_a_snapshot_taken_on_one_replica_and_a_fork_continue_on_the_other(replicas: Replicas) -> None:
+    meta = replicas.a.http.get(f"/models/{MODEL}").json()
+    values = random_sequence(meta, seed=23)
+    half = len(values) // 2
+    with connect(ws_url(replicas.a, f"/models/{MODEL}/stream")) as on_a:
+        session_id = json.loads(on_a.recv(timeout=30))["session_id"]
+        stream_values(on_a, values[:half])
+        snapshot = replicas.a.http.get(f"/sessions/{session_id}/state").json()
+        fork = replicas.b.http.post(f"/models/{MODEL}/sessions", json={"fork_of": session_id}).json()["session_id"]
+        original = stream_values(on_a, values[half:], first_seq=half)
+    restored = replicas.b.http.post(f"/models/{MODEL}/sessions", json={"state": snapshot}).json()["session_id"]
+    for other in (fork, restored):
+        with connect(ws_url(replicas.b, f"/sessions/{other}/stream")) as on_b:
+            assert json.loads(on_b.recv(timeout=30))["steps_seen"] == half
+            continued = stream_values(on_b, values[half:], first_seq=half)
+        np.testing.assert_allclose([a["probability"] for a in continued], [a["probability"] for a in original], atol=1e-6)
+
+
+def metric(replica: ServiceProcess, name: str, labels: str = "") -> float:
+    text = replica.http.get("/metrics").text
+    for line in text.splitlines():
+        if line.startswith(f"{name}{labels} "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_session_metrics_move_on_both_replicas_and_an_expiry_is_counted_once(replicas: Replicas) -> None:
+    model = "m-td"  # no other test here uses it: the live gauge is exact
+    created = metric(replicas.a, "lstm_serve_sessions_created_total", f'{{model="{model}"}}')
+    expired = sum(metric(r, "lstm_serve_sessions_expired_total") for r in (replicas.a, replicas.b))
+    with connect(ws_url(replicas.a, f"/models/{model}/stream?ttl_s=2")) as ws:
+        json.loads(ws.recv(timeout=30))
+        stream_values(ws, [0.1, 0.2])
+        for replica in (replicas.a, replicas.b):  # one store: both replicas count the live session
+            assert metric(replica, "lstm_serve_sessions_live", f'{{model="{model}"}}') == 1.0
+    assert metric(replicas.a, "lstm_serve_sessions_created_total", f'{{model="{model}"}}') == created + 1
+    assert metric(replicas.a, "lstm_serve_session_steps_total", f'{{model="{model}"}}') >= 2.0
+    assert metric(replicas.a, "lstm_serve_batch_size_requests_count", '{kind="step"}') >= 2.0
+    deadline = time.monotonic() + 15
+    while metric(replicas.b, "lstm_serve_sessions_live", f'{{model="{model}"}}') and time.monotonic() < deadline:
+        time.sleep(0.25)
+    time.sleep(1.0)  # both reapers have swept since
+    assert metric(replicas.b, "lstm_serve_sessions_live", f'{{model="{model}"}}') == 0.0
+    assert sum(metric(r, "lstm_serve_sessions_expired_total") for r in (replicas.a, replicas.b)) == expired + 1
 
 
 def rss_bytes(replica: ServiceProcess) -> int:
