@@ -112,6 +112,8 @@ class _Steps:
     async def run(self) -> None:
         """Answer messages until the client leaves or a fatal error closes the stream."""
         reader = asyncio.ensure_future(self._read())
+        # However the reader ends (the client left, or an error), the answerer stops after what it has.
+        reader.add_done_callback(lambda _: self.inbox.put_nowait(None))
         try:
             await self._answer()
         finally:
@@ -124,7 +126,6 @@ class _Steps:
             if message["type"] == "websocket.disconnect":
                 # Messages read but not yet started are dropped, not applied: nobody would get their answer.
                 self.client_gone = True
-                self.inbox.put_nowait(None)
                 return
             self.inbox.put_nowait(_parse(message))
 
