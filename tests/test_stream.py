@@ -1,7 +1,10 @@
 """WebSocket streams in process (Starlette's test client): the same answers as the step route, errors that
-keep the stream open, fatal errors that close it with their close code, and the API key over both ways.
-Real processes, replicas and backpressure: tests/e2e/test_stream_uvicorn.py."""
+keep the stream open, fatal errors that close it with their close code, the API key over both ways, and the
+pending bound (with a fake socket whose client stops reading). Real processes, replicas and a flood over TCP:
+tests/e2e/test_stream_uvicorn.py."""
 
+import asyncio
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,6 +13,10 @@ import pytest
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
+from models.serving.session_service import Stepped
+from models.serving.session_store import SessionRecord
+from service.api.stream import StreamSteps
+from service.metrics import Metrics
 from tests.test_sessions import random_sequence
 
 
@@ -102,3 +109,50 @@ def test_the_api_key_by_header_or_subprotocol(app_client: Callable[..., TestClie
         assert ws.receive_json()["steps_seen"] == 0
         ws.send_json({"values": [0.3]})
         assert ws.receive_json()["steps_seen"] == 1
+
+
+class _UnreadSocket:
+    """A WebSocket whose client sends ``count`` step messages at once and reads answers only once let."""
+
+    def __init__(self, count: int) -> None:
+        self.incoming = [{"type": "websocket.receive", "text": f'{{"values": [0.5], "seq": {i}}}'} for i in range(count)]
+        self.incoming.append({"type": "websocket.disconnect", "code": 1000})
+        self.received = 0
+        self.answers: list[dict] = []
+        self.reading = asyncio.Event()
+
+    async def receive(self) -> dict:
+        self.received += 1
+        return self.incoming[self.received - 1]
+
+    async def send_text(self, text: str) -> None:
+        await self.reading.wait()
+        self.answers.append(json.loads(text))
+
+
+class _CountingSessions:
+    """Steps that answer at once: what is measured here is the stream's reading, not stepping."""
+
+    def __init__(self) -> None:
+        self.record = SessionRecord(session_id="s", model="m", version=1, ttl_s=60, expires_at=0.0)
+
+    async def step(self, session_id: str, values: list[float], seq: int | None = None) -> Stepped:
+        self.record = self.record.stepped(b"", b"", np.full(len(values), 0.5))
+        return Stepped(self.record, np.full(len(values), 0.5), replayed=False)
+
+
+def test_a_stream_stops_reading_at_the_pending_bound_until_its_answers_are_read() -> None:
+    async def scenario() -> tuple[int, _UnreadSocket]:
+        socket = _UnreadSocket(100)
+        steps = StreamSteps(socket, _CountingSessions(), Metrics(), "s", max_pending=4)  # type: ignore[arg-type]
+        running = asyncio.ensure_future(steps.run())
+        for _ in range(200):  # every ready task runs to where it waits
+            await asyncio.sleep(0)
+        read_while_blocked = socket.received
+        socket.reading.set()  # the client reads again
+        await running
+        return read_while_blocked, socket
+
+    read_while_blocked, socket = asyncio.run(scenario())
+    assert read_while_blocked == 4  # the bound: four messages read and unanswered, then no more
+    assert [answer["steps_seen"] for answer in socket.answers] == list(range(1, 101))

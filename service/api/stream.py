@@ -91,10 +91,10 @@ async def _serve(
         await websocket.send_text(session_public(record).model_dump_json())
     except _GONE:
         return
-    await _Steps(websocket, sessions, metrics, record.session_id, settings.stream_max_pending).run()
+    await StreamSteps(websocket, sessions, metrics, record.session_id, settings.stream_max_pending).run()
 
 
-class _Steps:
+class StreamSteps:
     """The messages of one open stream: a reader bounded by ``max_pending`` unanswered messages, and an
     answerer that steps them one after the other (they are steps of one session: they could not overlap)."""
 
