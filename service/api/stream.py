@@ -23,7 +23,6 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.types import Message
 
-from models.errors import LstmServeError
 from models.serving.session_service import SessionService
 from models.serving.session_store import SessionRecord
 from service.api.sessions import answer_step, session_public
@@ -84,7 +83,7 @@ async def _serve(
             return
     try:
         record = await open_session()
-    except LstmServeError as exc:
+    except Exception as exc:  # noqa: BLE001 - answered and closed (problem_of logs the unexpected)
         await _end(websocket, problem_of(exc))
         return
     try:

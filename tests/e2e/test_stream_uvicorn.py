@@ -131,6 +131,15 @@ def test_errors_mid_stream_keep_it_open_and_fatal_ones_close_it(replicas: Replic
     assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4404, "session_not_found")
 
 
+def test_a_message_larger_than_the_body_limit_closes_the_stream_with_1009(replicas: Replicas) -> None:
+    with connect(ws_url(replicas.b, f"/models/{MODEL}/stream")) as ws:
+        json.loads(ws.recv(timeout=30))
+        ws.send('{"values": [0.5]}'.ljust(10 * 1024 * 1024 + 1))  # MAX_BODY_BYTES is 10 MiB by default
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=30)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+
+
 def test_a_stream_stays_open_past_the_http_read_deadlines(replicas: Replicas) -> None:
     with connect(ws_url(replicas.b, f"/models/{MODEL}/stream")) as ws:
         json.loads(ws.recv(timeout=30))
