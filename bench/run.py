@@ -404,7 +404,7 @@ class Cell:
 
 #: Table rows of the V2 infer loads, by transport.
 V2_ROWS = {"http": "lstm-serve v2 http", "grpc": "lstm-serve v2 grpc"}
-STREAM_ROWS = {"http": "steps http (python)", "websocket": "steps websocket"}
+STREAM_ROWS = {"http": "steps http (python)", "websocket": "steps websocket", "websocket-pipelined": "steps ws pipelined"}
 
 # --------------------------------------------------------------------------------------------------
 # Steps of the benchmark
@@ -732,18 +732,21 @@ def render(
         for c, h, g in v2:
             if h and g and h.runs and g.runs:
                 lines.append(f"| {c} | {ratio(g.rps, h.rps)} | {h.cpu_ms:.3f} | {g.cpu_ms:.3f} |")
-    streams = [(c, cells.get((STREAM_ROWS["http"], c)), cells.get((STREAM_ROWS["websocket"], c))) for c in stream_clients]
-    if any(h and w and h.runs and w.runs for _, h, w in streams):
+    streams = [(c, cells.get((STREAM_ROWS["http"], c)), cells.get((STREAM_ROWS["websocket"], c)),
+                cells.get((STREAM_ROWS["websocket-pipelined"], c))) for c in stream_clients]
+    if any(h and w and h.runs and w.runs for _, h, w, _ in streams):
         lines += ["", "Session steps over WebSocket streams beside the HTTP step route (one session per client, one value "
                   "per step, each client waiting for its answer; the same Python asyncio client for both, so server CPU "
                   "per step is the fairer comparison):", "",
-                  "| clients | WebSocket steps/s | HTTP steps/s | WebSocket / HTTP | p50 ms WS / HTTP | server CPU ms/step WS / HTTP |",
-                  "|---:|---:|---:|---:|---:|---:|"]
-        for c, h, w in streams:
+                  f"| clients | WebSocket steps/s | HTTP steps/s | WebSocket / HTTP | p50 ms WS / HTTP | server CPU ms/step WS / HTTP "
+                  f"| pipelined WS ({stream_load.PIPELINE_WINDOW} in flight) steps/s | pipelined / HTTP |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for c, h, w, p in streams:
             if h and w and h.runs and w.runs:
+                piped = f"{p.rps:,.0f} | {ratio(p.rps, h.rps)}" if p and p.runs else "- | -"
                 lines.append(f"| {c} | {w.rps:,.0f} | {h.rps:,.0f} | {ratio(w.rps, h.rps)} | {w.p50:.2f} / {h.p50:.2f} "
-                             f"| {w.cpu_ms:.3f} / {h.cpu_ms:.3f} |")
-        one = next(((h, w) for c, h, w in streams if c == 1 and h and w and h.runs and w.runs), None)
+                             f"| {w.cpu_ms:.3f} / {h.cpu_ms:.3f} | {piped} |")
+        one = next(((h, w) for c, h, w, _ in streams if c == 1 and h and w and h.runs and w.runs), None)
         if one:
             share = one[1].rps / one[0].rps
             lines += ["", f"One client: WebSocket steps at {share:.1f}x the HTTP step route "
