@@ -603,7 +603,7 @@ def build_parser() -> argparse.ArgumentParser:
     session = commands.add_parser("session", parents=[common], help="step values through a model's state")
     session.add_argument("name")
     session.add_argument("--ttl", type=int, help="idle seconds before the session expires")
-    session.add_argument("--fork", metavar="SESSION_ID", help="start at this live session's state (it is untouched)")
+    session.add_argument("--fork", metavar="SESSION_ID", help="start at this live session's state (it is untouched); write --fork=ID, as ids may begin with '-'")
     session.add_argument(
         "--state-file", metavar="FILE",
         help="start at the snapshot in FILE if it exists, and save the session's state there at the end",

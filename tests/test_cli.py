@@ -206,7 +206,8 @@ def test_session_streams_over_the_websocket_and_saves_and_restores_its_state(
     assert float(steps[0][1]) == pytest.approx(direct["probability"], abs=1e-6)
 
     # A fork of that session answers what the session itself answers next, and leaves it untouched.
-    forked = run_cli(service, "session", MODEL, "--fork", session, stdin="0.5\n")
+    # --fork=ID: a session id may begin with "-", which argparse would take for an option after a space.
+    forked = run_cli(service, "session", MODEL, f"--fork={session}", stdin="0.5\n")
     assert forked.returncode == 0, forked.stderr
     fork_p = float(re.findall(r"steps_seen 5\s+probability ([0-9.]+)", forked.stdout)[0])
     assert service.http.get(f"/sessions/{session}").json()["steps_seen"] == 4
