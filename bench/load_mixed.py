@@ -6,10 +6,13 @@ Counts requests and errors per kind, latency percentiles, and samples the server
 warm-up and at the end. Prints a small table; ``run()`` returns the numbers (the smoke test uses it).
 With ``--worker`` the training runs in an ``lstm-serve worker`` process fed through the real Redis
 (``JOB_QUEUE``, a key prefix of its own) instead of in the server; ``--compare`` runs both, one after the
-other, and prints the predictions' p99 of each.
+other, and prints the predictions' p99 of each. ``--retrains N`` instead retrains the model N times back
+to back under the same load and samples RSS once each new version answers: the figure for memory staying
+bounded (``MAX_LOADED_VERSIONS``) is RSS after the Nth retrain against RSS after the first.
 
     .venv/bin/python -m bench.load_mixed --seconds 60
     .venv/bin/python -m bench.load_mixed --seconds 60 --compare
+    .venv/bin/python -m bench.load_mixed --retrains 20
 """
 
 import argparse
@@ -92,28 +95,50 @@ def _stepper(url: str, stop: threading.Event, tally: Tally, seed: int) -> None:
                 tally.record(started, repr(exc))
 
 
+def _train_once(http: httpx.Client, tally: Tally) -> bool:
+    """One training job, waited for; whether it succeeded."""
+    started = time.perf_counter()
+    try:
+        response = http.post(f"/models/{MODEL}/train", json=TRAIN)
+        if response.status_code != 202:
+            tally.record(started, f"{response.status_code} {response.text[:120]}")
+            return False
+        job_id = response.json()["job_id"]
+        while (job := http.get(f"/jobs/{job_id}").json())["status"] in ("queued", "running"):
+            time.sleep(0.2)
+        tally.record(started, None if job["status"] == "succeeded" else f"job {job['status']}: {job['error']}")
+        return job["status"] == "succeeded"
+    except httpx.HTTPError as exc:
+        tally.record(started, repr(exc))
+        return False
+
+
 def _trainer(url: str, stop: threading.Event, tally: Tally, every_s: float) -> None:
     with httpx.Client(base_url=url, timeout=30) as http:
         while not stop.wait(every_s):
-            started = time.perf_counter()
-            try:
-                response = http.post(f"/models/{MODEL}/train", json=TRAIN)
-                if response.status_code != 202:
-                    tally.record(started, f"{response.status_code} {response.text[:120]}")
-                    continue
-                job_id = response.json()["job_id"]
-                while (job := http.get(f"/jobs/{job_id}").json())["status"] in ("queued", "running"):
-                    time.sleep(0.2)
-                tally.record(started, None if job["status"] == "succeeded" else f"job {job['status']}: {job['error']}")
-            except httpx.HTTPError as exc:
-                tally.record(started, repr(exc))
+            _train_once(http, tally)
+
+
+def _retrainer(url: str, tally: Tally, count: int, pid: int, rss_after: list[float]) -> None:
+    """Retrain ``count`` times back to back; after each, once the new version has answered, sample RSS."""
+    with httpx.Client(base_url=url, timeout=30) as http:
+        for _ in range(count):
+            if _train_once(http, tally):
+                http.post(f"/models/{MODEL}/predict", json={"sequences": [[0.5]]})  # the new version is loaded
+            rss_after.append(rss_mib(pid))
 
 
 def run(
-    seconds: float = 60.0, predictors: int = 4, steppers: int = 3, train_every_s: float = 15.0, worker: bool = False
+    seconds: float = 60.0,
+    predictors: int = 4,
+    steppers: int = 3,
+    train_every_s: float = 15.0,
+    worker: bool = False,
+    retrains: int | None = None,
 ) -> dict[str, Any]:
-    """Start a server (and with ``worker`` a training worker), warm it up, run the mixed load for ``seconds``;
-    return per-kind numbers and RSS."""
+    """Start a server (and with ``worker`` a training worker), warm it up, run the mixed load for ``seconds``
+    (with ``retrains``: until that many retrains are done); return per-kind numbers and RSS."""
+    rss_after: list[float] = []
     prefix = f"lstm-serve-bench-{uuid.uuid4().hex}:"
     queue = {"JOB_QUEUE": REDIS_URL, "SESSION_KEY_PREFIX": prefix} if worker else {}
     with tempfile.TemporaryDirectory(prefix="lstm-serve-load-") as tmp:
@@ -132,11 +157,20 @@ def run(
             tallies = {"predict": Tally(), "session": Tally(), "train": Tally()}
             threads = [threading.Thread(target=_predictor, args=(server.url, stop, tallies["predict"], i)) for i in range(predictors)]
             threads += [threading.Thread(target=_stepper, args=(server.url, stop, tallies["session"], 100 + i)) for i in range(steppers)]
-            threads.append(threading.Thread(target=_trainer, args=(server.url, stop, tallies["train"], train_every_s)))
+            if retrains is None:
+                threads.append(threading.Thread(target=_trainer, args=(server.url, stop, tallies["train"], train_every_s)))
+            else:
+                retrainer = threading.Thread(
+                    target=_retrainer, args=(server.url, tallies["train"], retrains, server.process.pid, rss_after)
+                )
+                threads.append(retrainer)
             started = time.monotonic()
             for thread in threads:
                 thread.start()
-            time.sleep(seconds)
+            if retrains is None:
+                time.sleep(seconds)
+            else:
+                retrainer.join()
             stop.set()
             for thread in threads:
                 thread.join(120)
@@ -164,7 +198,8 @@ def run(
             "first_errors": tally.errors[:3],
         }
     return {"seconds": elapsed, "kinds": kinds, "rss_start_mib": rss_start, "rss_end_mib": rss_end,
-            "versions": versions, "server_alive": alive, "training": "worker" if worker else "in-process"}
+            "versions": versions, "server_alive": alive, "training": "worker" if worker else "in-process",
+            "rss_after_retrains_mib": rss_after}
 
 
 def print_table(result: dict[str, Any]) -> None:
@@ -177,6 +212,10 @@ def print_table(result: dict[str, Any]) -> None:
             print(f"    {error}")
     growth = result["rss_end_mib"] - result["rss_start_mib"]
     print(f"server RSS: {result['rss_start_mib']:.1f} MiB after warm-up -> {result['rss_end_mib']:.1f} MiB at end ({growth:+.1f} MiB)")
+    samples = result["rss_after_retrains_mib"]
+    if samples:
+        print(f"server RSS after retrain 1: {samples[0]:.1f} MiB, after retrain {len(samples)}: {samples[-1]:.1f} MiB "
+              f"({samples[-1] - samples[0]:+.1f} MiB); every retrain: {', '.join(f'{s:.0f}' for s in samples)}")
 
 
 def main() -> None:
@@ -185,12 +224,17 @@ def main() -> None:
     parser.add_argument("--predictors", type=int, default=4)
     parser.add_argument("--steppers", type=int, default=3)
     parser.add_argument("--train-every", type=float, default=15.0)
+    parser.add_argument("--retrains", type=int, metavar="N", help="retrain N times under load (instead of --seconds) "
+                        "and report RSS after the first and the Nth")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--worker", action="store_true", help="train in an lstm-serve worker via Redis")
     where.add_argument("--compare", action="store_true", help="run in-process, then with a worker")
     args = parser.parse_args()
     modes = [False, True] if args.compare else [args.worker]
-    results = [run(args.seconds, args.predictors, args.steppers, args.train_every, worker=mode) for mode in modes]
+    results = [
+        run(args.seconds, args.predictors, args.steppers, args.train_every, worker=mode, retrains=args.retrains)
+        for mode in modes
+    ]
     for result in results:
         print_table(result)
     if args.compare:

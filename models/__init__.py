@@ -1,4 +1,4 @@
-"""Domain layer of lstm-serve: architectures, training, inference runtime, model store and sessions.
+"""Domain layer of lstm-serve: architectures, training, inference runtime, model index and registry, and sessions.
 
 Nothing here imports the web framework; ``service`` imports this package, never the reverse.
 """

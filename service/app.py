@@ -1,4 +1,4 @@
-"""The ASGI application: ``create_app`` wires settings, the model store, jobs and routes together."""
+"""The ASGI application: ``create_app`` wires settings, the model index and registry, jobs and routes together."""
 
 import functools
 import gc
@@ -13,7 +13,8 @@ from models.serving.batching import BatchScheduler
 from models.serving.predictor import Predictor
 from models.serving.session_store import open_session_store
 from models.serving.session_service import SessionService
-from models.serving.store import ModelStore
+from models.serving.model_index import ModelIndex
+from models.serving.registry import ModelRegistry
 from models.training.job_queue import InProcessJobs, JobOrder
 from models.training.redis_jobs import RedisJobQueue
 from service.api import catalog, compare, docs, health, jobs, models, sessions, stream, ui
@@ -37,9 +38,9 @@ DEMO_MODEL = "demo"
 DEMO_EPOCHS = 15
 
 
-def _ensure_demo_model(store: ModelStore, jobs: InProcessJobs | RedisJobQueue, settings: Settings) -> None:
+def _ensure_demo_model(index: ModelIndex, jobs: InProcessJobs | RedisJobQueue, settings: Settings) -> None:
     """Train a small model at first start so a new user's first ``/predict`` works."""
-    if DEMO_MODEL in store.names():
+    if DEMO_MODEL in index.names():
         return
     epochs = min(DEMO_EPOCHS, settings.max_epochs)
     order = JobOrder("train", DEMO_MODEL, TrainRequest(architecture="lstm", dataset="noisy_trend", epochs=epochs))
@@ -54,9 +55,9 @@ def _ensure_demo_model(store: ModelStore, jobs: InProcessJobs | RedisJobQueue, s
     log.info("Demo model: %s", job.status)
 
 
-def _job_backend(settings: Settings, store: ModelStore) -> InProcessJobs | RedisJobQueue:
+def _job_backend(settings: Settings, index: ModelIndex) -> InProcessJobs | RedisJobQueue:
     """Jobs on this process's thread (default), or on the Redis queue that workers serve (``JOB_QUEUE``)."""
-    planner = functools.partial(plan_job, store=store, settings=settings)
+    planner = functools.partial(plan_job, index=index, settings=settings)
     folder = settings.model_dir / ".jobs"
     if settings.job_queue is None:
         return InProcessJobs(folder, settings.max_queued_jobs, planner)
@@ -78,21 +79,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = ModelStore(settings.model_dir)
-        jobs = _job_backend(settings, store)
+        index = ModelIndex(settings.model_dir, settings.model_sync_interval_s)
+        registry = ModelRegistry(index, settings.max_loaded_versions)
+        jobs = _job_backend(settings, index)
         app.state.settings = settings
         app.state.metrics = metrics
-        app.state.store = store
+        app.state.registry = registry
         app.state.jobs = jobs
-        await anyio.to_thread.run_sync(store.open)
+        await anyio.to_thread.run_sync(index.open)
         await anyio.to_thread.run_sync(jobs.open)
         if settings.demo_model:
-            await anyio.to_thread.run_sync(_ensure_demo_model, store, jobs, settings)
+            await anyio.to_thread.run_sync(_ensure_demo_model, index, jobs, settings)
+        await registry.open()
         batcher = BatchScheduler(
             settings.batch_max_size, settings.batch_timeout_us / 1e6, settings.batch_threads, on_batch=metrics.batch
         )
         app.state.predictor = Predictor(
-            store, batcher, settings.max_sequences_per_request, settings.max_padded_values
+            registry, batcher, settings.max_sequences_per_request, settings.max_padded_values
         )
         app.state.sessions = SessionService(
             open_session_store(
@@ -103,15 +106,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 timeout_s=settings.session_store_timeout_s,
                 on_error=metrics.store_error,
             ),
-            store,
+            registry,
             batcher,
             default_ttl_s=settings.session_ttl_s,
             max_sessions=settings.max_sessions,
             events=metrics.session_events(),
         )
-        app.state.v2 = V2DataPlane(store, app.state.predictor, app.state.sessions, metrics, app.version)
+        app.state.v2 = V2DataPlane(registry, app.state.predictor, app.state.sessions, metrics, app.version)
         grpc_server = GrpcServer(app.state.v2, settings) if settings.grpc_port else None
-        # Everything alive now (TensorFlow, Keras, the loaded models) lives as long as the process; moving it
+        # Most of what is alive now (TensorFlow, Keras, the first loaded models) lives as long as the process; moving it
         # out of the collector's reach keeps full collections short: they caused p99 spikes of 100-200 ms
         # at 32 connections (bench/). Collect first so no garbage is frozen with it.
         gc.collect()

@@ -75,6 +75,14 @@ class Settings(BaseSettings):
     batch_timeout_us: int = Field(0, ge=0, description="Longest a request waits for others to join its batch")
     batch_threads: int = Field(1, ge=1, description="Threads running engine calls (these machines have 2 cores)")
     fast_path: bool = Field(True, description="Answer valid predict and step bodies without FastAPI's routing")
+    max_loaded_versions: int = Field(
+        8, ge=1, description="Most model versions kept loaded; past it the least recently used is unloaded "
+        "(a session pinned to it loads it again on its next step)"
+    )
+    model_sync_interval_s: float = Field(
+        0.5, gt=0, le=1.0, description="How often a replica checks MODEL_DIR/.generation for other replicas' "
+        "new versions and deletes (at once on an unknown model or version): they are served within this bound"
+    )
     demo_model: bool = Field(True, description="Train the 'demo' model at first start if the store is empty")
     log_level: str = "info"
 

@@ -14,7 +14,8 @@ from fastapi.exceptions import RequestValidationError
 from models.training.job_queue import JobQueue
 from models.serving.predictor import Predictor
 from models.serving.session_service import SessionService
-from models.serving.store import ModelStore
+from models.serving.model_index import ModelIndex
+from models.serving.registry import ModelRegistry
 from service.auth import bearer_matches
 from service.config import Settings
 from service.errors import Unauthorized
@@ -27,8 +28,12 @@ async def get_settings(connection: HTTPConnection) -> Settings:
     return connection.app.state.settings
 
 
-async def get_store(connection: HTTPConnection) -> ModelStore:
-    return connection.app.state.store
+async def get_registry(connection: HTTPConnection) -> ModelRegistry:
+    return connection.app.state.registry
+
+
+async def get_index(connection: HTTPConnection) -> ModelIndex:
+    return connection.app.state.registry.index
 
 
 async def get_jobs(connection: HTTPConnection) -> JobQueue:
@@ -52,7 +57,8 @@ async def get_v2(connection: HTTPConnection) -> V2DataPlane:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-StoreDep = Annotated[ModelStore, Depends(get_store)]
+RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
+IndexDep = Annotated[ModelIndex, Depends(get_index)]
 JobsDep = Annotated[JobQueue, Depends(get_jobs)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 PredictorDep = Annotated[Predictor, Depends(get_predictor)]

@@ -9,7 +9,7 @@ One function for both paths: the routes call it through the job backend when the
 from pydantic import BaseModel
 
 from models.errors import InvalidInput
-from models.serving.store import ModelStore
+from models.serving.model_index import ModelIndex
 from models.training.comparison import plan_comparison
 from models.training.fitting import plan_training
 from models.training.job_queue import ArtifactPath, JobOrder, Plan
@@ -22,7 +22,7 @@ REPORT_PNG = "report.png"
 REQUESTS: dict[str, type[BaseModel]] = {"train": TrainRequest, "compare": CompareRequest}
 
 
-def plan_job(order: JobOrder, artifact_path: ArtifactPath, *, store: ModelStore, settings: Settings) -> Plan:
+def plan_job(order: JobOrder, artifact_path: ArtifactPath, *, index: ModelIndex, settings: Settings) -> Plan:
     """Validate an order (``InvalidInput``, or pydantic's ``ValidationError`` for JSON a worker reads back)
     and return its work and total epochs."""
     body = order.request
@@ -37,13 +37,13 @@ def plan_job(order: JobOrder, artifact_path: ArtifactPath, *, store: ModelStore,
     overrides = body.params.model_dump(exclude_none=True)
     if order.kind == "train":
         assert isinstance(body, TrainRequest) and order.model is not None
-        work = plan_training(store, order.model, body.architecture, overrides, settings=fit, **source)
+        work = plan_training(index, order.model, body.architecture, overrides, settings=fit, **source)
         return Plan(work, fit.epochs)
     assert isinstance(body, CompareRequest)
     if body.architectures and len(set(body.architectures)) != len(body.architectures):
         raise InvalidInput("List each architecture once.", field="architectures", got=body.architectures)
     work, total_epochs = plan_comparison(
-        store,
+        index,
         lambda job_id: artifact_path(job_id, REPORT_PNG),
         architectures=body.architectures,
         overrides=overrides,

@@ -16,7 +16,7 @@ import sys
 import redis
 from rq import Queue, SimpleWorker
 
-from models.serving.store import ModelStore
+from models.serving.model_index import ModelIndex
 from models.training.redis_jobs import QueuedJobRunner, RedisJobRecords, queue_name
 from service.config import get_settings
 from service.job_plans import plan_job
@@ -29,18 +29,18 @@ def _runner() -> QueuedJobRunner:
     """This worker process's runner, built once from the environment.
 
     rq calls ``run_job`` by its import path with nothing but the job id, so the process-wide runner
-    (settings, model store, Redis client) is reached here rather than handed in.
+    (settings, model index, Redis client) is reached here rather than handed in.
     """
     settings = get_settings()
     assert settings.job_queue is not None, "checked by main()"
-    store = ModelStore(settings.model_dir)
-    # Not opened: a worker only adds versions (numbered from what is on disk at that moment); it serves
-    # none, so it does not load every model's latest as a replica does.
-    store.root.mkdir(parents=True, exist_ok=True)
+    # Not opened (no sweep of leftovers, which the replicas do): a worker only adds versions, numbered from
+    # what is on disk at that moment, and loads none.
+    index = ModelIndex(settings.model_dir, settings.model_sync_interval_s)
+    index.root.mkdir(parents=True, exist_ok=True)
     records = RedisJobRecords(
         redis.Redis.from_url(settings.job_queue), settings.session_key_prefix, settings.job_heartbeat_timeout_s
     )
-    planner = functools.partial(plan_job, store=store, settings=settings)
+    planner = functools.partial(plan_job, index=index, settings=settings)
     return QueuedJobRunner(records, planner, settings.model_dir / ".jobs")
 
 

@@ -153,6 +153,15 @@ def process_factory(workdir: Path) -> tuple[Start, list[ServiceProcess]]:
     return start, started
 
 
+def versions_on_disk(model_dir: Path, name: str) -> list[str]:
+    """Everything in a model's folder but its manifest, sorted: complete versions only, unless a temporary
+    folder or a half version was left behind."""
+    from models.serving.model_index import MANIFEST  # here: load drivers import this module without TensorFlow
+
+    folder = model_dir / name
+    return sorted(p.name for p in folder.iterdir() if p.name != MANIFEST) if folder.exists() else []
+
+
 def drop_redis_keys(url: str, prefix: str) -> None:
     """Delete the keys a test's processes wrote under their own ``SESSION_KEY_PREFIX`` (and nobody else's)."""
     client = redis.Redis.from_url(url)

@@ -29,7 +29,7 @@ def test_live_and_ready(client: TestClient) -> None:
 
 
 def test_not_ready_while_the_store_is_loading(client: TestClient) -> None:
-    client.app.state.store.ready = False  # as it is until ModelStore.open has indexed every model
+    client.app.state.registry.ready = False  # as it is until ModelRegistry.open has loaded every latest version
     response = client.get("/health/ready")
     assert response.status_code == 503
     assert response.json() == {"status": "loading"}

@@ -10,7 +10,7 @@ from models.serving.batching import BatchScheduler, predict_batch
 from models.errors import InvalidInput
 from models.inputs import Truncate, check_padded_size
 from models.serving.servable import Servable
-from models.serving.store import ModelStore
+from models.serving.registry import ModelRegistry
 
 #: Requests with more sequences than this are padded off the event loop.
 _INLINE_PREPARE_LIMIT = 256
@@ -19,7 +19,7 @@ _INLINE_PREPARE_LIMIT = 256
 class Predictor:
     """Looks the model version up, validates and pads the input, and runs it batched with others."""
 
-    def __init__(self, models: ModelStore, batcher: BatchScheduler, max_sequences: int, max_values: int | None = None) -> None:
+    def __init__(self, models: ModelRegistry, batcher: BatchScheduler, max_sequences: int, max_values: int | None = None) -> None:
         self.models = models
         self.batcher = batcher
         self.max_sequences = max_sequences
@@ -37,7 +37,7 @@ class Predictor:
                 expected=f"at most {self.max_sequences}",
                 got=len(sequences),
             )
-        servable = self.models.peek(name, version) or await anyio.to_thread.run_sync(self.models.get, name, version)
+        servable = await self.models.servable(name, version)
         check_padded_size(len(sequences), servable.params.max_len, self.max_values, "sequences")
         if len(sequences) > _INLINE_PREPARE_LIMIT:
             batch = await anyio.to_thread.run_sync(servable.to_input, sequences, truncate)

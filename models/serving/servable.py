@@ -34,7 +34,7 @@ STEP_ENGINE = "step.onnx"
 
 @dataclass
 class ModelMeta:
-    """What the store knows about one version; written as ``meta.json`` beside the artifact."""
+    """What the index knows about one version; written as ``meta.json`` beside the artifact."""
 
     name: str
     architecture: str
@@ -122,13 +122,15 @@ def _export_engines(folder: Path, arch: Architecture, params: ArchParams, weight
     return predict_engine, export_engine(step_model, folder / STEP_ENGINE, params.vocab_size)
 
 
-def write_version(folder: Path, meta: ModelMeta, artifact: keras.Model) -> Servable:
-    """Write a complete version into ``folder`` (a fresh temporary folder) and return it loaded."""
+def write_version(folder: Path, meta: ModelMeta, artifact: keras.Model) -> None:
+    """Write a complete version into ``folder`` (a fresh temporary folder); ``meta.extra`` gains its backend.
+
+    Nothing is loaded for serving here: the registry loads the version when it is first asked for.
+    """
     artifact.save(folder / ARTIFACT)
     engines = _export_engines(folder, get_architecture(meta.architecture), ArchParams(**meta.params), artifact.get_weights())
     meta.extra = {**meta.extra, "backend": engines[0].backend}
     (folder / META).write_text(meta.to_json())
-    return Servable(meta, *engines)
 
 
 def read_version(folder: Path) -> Servable:

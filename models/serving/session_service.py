@@ -23,7 +23,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 
-import anyio.to_thread
 import numpy as np
 
 from models.errors import (
@@ -38,7 +37,6 @@ from models.errors import (
 )
 from models.inputs import to_step_input
 from models.serving.batching import BatchScheduler, step_batch
-from models.serving.servable import ModelMeta, Servable
 from models.serving.session_store import (
     SessionRecord,
     SessionStore,
@@ -47,7 +45,8 @@ from models.serving.session_store import (
     new_session_id,
     values_digest,
 )
-from models.serving.store import ModelStore
+from models.serving.registry import ModelRegistry
+from models.serving.servable import Servable
 
 log = logging.getLogger(__name__)
 
@@ -93,12 +92,12 @@ class SessionEvents:
 
 
 class SessionService:
-    """Session operations over a session store, the model store and the step batcher."""
+    """Session operations over a session store, the model registry and the step batcher."""
 
     def __init__(
         self,
         store: SessionStore,
-        models: ModelStore,
+        models: ModelRegistry,
         batcher: BatchScheduler,
         *,
         default_ttl_s: int,
@@ -120,7 +119,7 @@ class SessionService:
         ``session_id`` is for protocols whose clients name their streams (Triton's ``sequence_id``);
         by default the id is new and unguessable.
         """
-        return await self._start(await self._servable(model, version), ttl_s, session_id)
+        return await self._start(await self.models.servable(model, version), ttl_s, session_id)
 
     async def _start(
         self, servable: Servable, ttl_s: int | None, session_id: str | None, steps_seen: int = 0, state: bytes = b""
@@ -154,8 +153,7 @@ class SessionService:
         """The session's position and LSTM state (a consistent read: one save writes them together)."""
         record = await self.store.get(session_id)
         with _pinned(record):
-            servable = await self._servable(record.model, record.version)
-        _same_incarnation(record, servable.meta)
+            servable = await self.models.servable(record.model, record.version, record.incarnation)
         h, c = decode_state(record.state, servable.params.units)
         return SessionState(record.model, servable.meta.incarnation, record.version, record.steps_seen, h, c)
 
@@ -169,11 +167,11 @@ class SessionService:
         if state.model != model:
             raise _mismatch(f"The state is of model '{state.model}', not '{model}'.", "model", model, state.model)
         try:
-            servable = await self._servable(model, state.version)
+            servable = await self.models.servable(model, state.version)
         except VersionNotFound:
             raise _mismatch(
                 f"Model '{model}' has no version {state.version} here (the state's version).",
-                "version", self.models.meta(model).version, state.version,
+                "version", self.models.index.meta(model).version, state.version,
             ) from None
         if state.incarnation != servable.meta.incarnation:
             raise _mismatch(
@@ -193,10 +191,6 @@ class SessionService:
                                    field=f"state.{name}", expected="finite float32 numbers", got="inf or NaN")
         return await self._start(servable, ttl_s, None, state.steps_seen, encode_state(state.h, state.c))
 
-    async def _servable(self, model: str, version: int | None) -> Servable:
-        # Loading a version not yet in memory reads files: keep that off the event loop.
-        return self.models.peek(model, version) or await anyio.to_thread.run_sync(self.models.get, model, version)
-
     async def get(self, session_id: str) -> SessionRecord:
         """The session's record."""
         return await self.store.get(session_id)
@@ -208,8 +202,7 @@ class SessionService:
         async with self.store.locked(session_id) as record:
             self.events.lock_waited(time.perf_counter() - waiting)
             with _pinned(record):
-                servable = await self._servable(record.model, record.version)
-            _same_incarnation(record, servable.meta)
+                servable = await self.models.servable(record.model, record.version, record.incarnation)
             if seq is not None and seq != record.steps_seen:
                 replayed = record.replay(seq, digest)
                 if replayed is None:
@@ -239,8 +232,7 @@ class SessionService:
         """Back to the zero state with ``steps_seen`` 0."""
         async with self.store.locked(session_id) as record:
             with _pinned(record):
-                meta = self.models.meta(record.model, record.version)
-            _same_incarnation(record, meta)
+                self.models.index.meta(record.model, record.version, record.incarnation)
             return await self.store.save(record.reset())
 
     async def delete(self, session_id: str) -> None:
@@ -281,15 +273,9 @@ def _deleted(record: SessionRecord) -> ModelDeleted:
 
 @contextmanager
 def _pinned(record: SessionRecord) -> Iterator[None]:
-    """Looking up the version a session is pinned to: a model or version gone means the model was deleted."""
+    """Looking up the version (and incarnation) a session is pinned to: a model, version or incarnation gone
+    means the model was deleted. Records written before incarnations existed carry "": nothing to compare."""
     try:
         yield
     except (ModelNotFound, VersionNotFound):
         raise _deleted(record) from None
-
-
-def _same_incarnation(record: SessionRecord, meta: ModelMeta) -> None:
-    """``ModelDeleted`` when the model under the session's name is no longer the one it started on."""
-    # Records written before incarnations existed carry "": nothing to compare.
-    if record.incarnation and meta.incarnation != record.incarnation:
-        raise _deleted(record)

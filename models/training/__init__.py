@@ -1,4 +1,4 @@
 """The training wing: fitting, background jobs, comparisons and their report, datasets, uploads.
 
-It writes versions through ``models.serving.store``; the serving wing never imports this package.
+It writes versions through ``models.serving.model_index``; the serving wing never imports this package.
 """

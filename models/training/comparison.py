@@ -21,7 +21,7 @@ from models.errors import InvalidInput
 from models.training.jobs import JobContext, Work
 from models.training.learning_curves import draw_learning_curves
 from models.serving.engines import export_engine
-from models.serving.store import ModelStore
+from models.serving.model_index import ModelIndex
 from models.training.fitting import (
     FitResult,
     FitSettings,
@@ -185,7 +185,7 @@ def _explain_pairs(by_name: dict[str, Entry]) -> list[str]:
 
 
 def plan_comparison(
-    store: ModelStore,
+    index: ModelIndex,
     report_path: Callable[[str], Path],
     *,
     architectures: list[str] | None,
@@ -223,9 +223,9 @@ def plan_comparison(
     def work(context: JobContext) -> None:
         entries: list[Entry] = []
         results: dict[str, FitResult] = {}
-        for index, candidate in enumerate(candidates):
+        for position, candidate in enumerate(candidates):
             name = candidate.arch.name
-            offset = index * settings.epochs
+            offset = position * settings.epochs
 
             def progress(epoch: int, history: dict[str, list[float]], offset: int = offset) -> None:
                 context.update(epoch=offset + epoch, history=history)
@@ -266,7 +266,7 @@ def plan_comparison(
         }
         if keep_best_as is not None:
             winner = next(c for c in candidates if c.arch.name == choice.architecture)
-            meta = store.add(
+            meta = index.add(
                 keep_best_as,
                 winner.arch,
                 winner.params,

@@ -21,7 +21,7 @@ from models.training.datasets import get_dataset
 from models.errors import InvalidInput, TrainingTimeExceeded
 from models.inputs import check_padded_size, to_model_input
 from models.training.jobs import JobContext, Work
-from models.serving.store import ModelStore
+from models.serving.model_index import ModelIndex
 
 log = logging.getLogger(__name__)
 
@@ -242,13 +242,13 @@ def artifact_for(arch: Architecture, params: ArchParams, model: keras.Model) -> 
 
 
 def train_job(
-    store: ModelStore, name: str, arch: Architecture, params: ArchParams, data: TrainingData, settings: FitSettings
+    index: ModelIndex, name: str, arch: Architecture, params: ArchParams, data: TrainingData, settings: FitSettings
 ) -> Work:
     """The work of a ``POST /models/{name}/train`` job: fit, then store a new version."""
 
     def work(context: JobContext) -> None:
         result = fit(arch, params, data, settings, context)
-        meta = store.add(
+        meta = index.add(
             name,
             arch,
             params,
@@ -299,7 +299,7 @@ def prepare_training(
 
 
 def plan_training(
-    store: ModelStore,
+    index: ModelIndex,
     name: str,
     architecture: str,
     overrides: dict[str, int],
@@ -314,4 +314,4 @@ def plan_training(
     params, data = prepare_training(
         arch, overrides, sequences=sequences, labels=labels, dataset=dataset, settings=settings
     )
-    return train_job(store, name, arch, params, data, settings)
+    return train_job(index, name, arch, params, data, settings)

@@ -10,7 +10,7 @@ from models.architectures import Architecture, build_sequence_model
 from models.errors import InsufficientStorage, InvalidModelFile, UnsafeModel
 from models.serving.engines import PARITY_TOLERANCE, random_inputs
 from models.serving.servable import ModelMeta
-from models.serving.store import ModelStore
+from models.serving.model_index import ModelIndex
 from models.training.fitting import artifact_for
 from models.training.upload_inspection import UploadLimits, inspect_upload
 
@@ -51,7 +51,7 @@ def _uploaded_output(model: keras.Model, arch: Architecture, inputs: np.ndarray)
 
 
 def import_model(
-    store: ModelStore, name: str, content: bytes, declared: str | None, max_len: int | None, limits: UploadLimits
+    index: ModelIndex, name: str, content: bytes, declared: str | None, max_len: int | None, limits: UploadLimits
 ) -> ModelMeta:
     """Inspect, read and verify an uploaded model, then store it as the next version of ``name``.
 
@@ -78,7 +78,7 @@ def import_model(
             got=difference,
         )
     try:
-        return store.add(name, arch, params, artifact_for(arch, params, canonical), metrics={}, source="upload")
+        return index.add(name, arch, params, artifact_for(arch, params, canonical), metrics={}, source="upload")
     except OSError as exc:
         raise InsufficientStorage.from_os_error(exc) from exc
 

@@ -6,7 +6,7 @@ import anyio.from_thread
 from fastapi import APIRouter, Response
 
 from models.errors import Unavailable
-from service.deps import JobsDep, MetricsDep, SessionsDep, StoreDep
+from service.deps import IndexDep, JobsDep, MetricsDep, RegistryDep, SessionsDep
 from service.schemas import HealthStatus
 
 router = APIRouter(tags=["operations"])
@@ -21,9 +21,9 @@ async def live() -> HealthStatus:
 
 
 @router.get("/health/ready", responses={503: {"model": HealthStatus}})
-def ready(store: StoreDep, jobs: JobsDep, response: Response) -> HealthStatus:
-    """Ready once the model store is loaded, while the job worker can run jobs (its records can be written)."""
-    if not store.ready:
+def ready(registry: RegistryDep, jobs: JobsDep, response: Response) -> HealthStatus:
+    """Ready once each model's latest version is loaded, while the job worker can run jobs (its records can be written)."""
+    if not registry.ready:
         response.status_code = 503
         return HealthStatus(status="loading")
     # A plain def: when records could not be written, ``jobs.ready`` tries the disk again (a small write).
@@ -34,9 +34,9 @@ def ready(store: StoreDep, jobs: JobsDep, response: Response) -> HealthStatus:
 
 
 @metrics_router.get("/metrics", response_class=Response)
-def metrics(metrics: MetricsDep, store: StoreDep, jobs: JobsDep, sessions: SessionsDep) -> Response:
+def metrics(metrics: MetricsDep, index: IndexDep, jobs: JobsDep, sessions: SessionsDep) -> Response:
     """Prometheus text format."""
-    metrics.models.set(len(store.names()))
+    metrics.models.set(len(index.names()))
     # Counted when scraped: the store holds every replica's sessions.
     try:
         metrics.set_live_sessions(anyio.from_thread.run(sessions.live_by_model))

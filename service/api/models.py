@@ -7,9 +7,9 @@ from fastapi import APIRouter, File, Form, Response, UploadFile
 from models.training.upload_inspection import UploadLimits
 from models.training.uploads import import_model
 from models.serving.predictor import Predictor
-from models.serving.store import ModelInfo
+from models.serving.model_index import ModelInfo
 from models.training.job_queue import JobOrder
-from service.deps import JobsDep, MetricsDep, ModelName, PredictorDep, SettingsDep, StoreDep, WriteAccess, form_fields
+from service.deps import JobsDep, MetricsDep, ModelName, PredictorDep, SettingsDep, IndexDep, WriteAccess, form_fields
 from service.metrics import Metrics
 from service.schemas import (
     ArchitectureName,
@@ -62,7 +62,7 @@ def train_model(name: ModelName, body: TrainRequest, jobs: JobsDep) -> JobAccept
 )
 def load_model(
     name: ModelName,
-    store: StoreDep,
+    index: IndexDep,
     settings: SettingsDep,
     file: Annotated[UploadFile, File(description="A Keras 3 .keras file")],
     architecture: Annotated[ArchitectureName | None, Form()] = None,
@@ -75,26 +75,26 @@ def load_model(
         max_params=settings.max_model_params,
         max_len=settings.max_sequence_length,
     )
-    meta = import_model(store, name, file.file.read(), architecture, max_len, limits)
-    return model_public(store.info(meta.name))
+    meta = import_model(index, name, file.file.read(), architecture, max_len, limits)
+    return model_public(index.info(meta.name))
 
 
 @router.get("/models")
-async def list_models(store: StoreDep) -> list[ModelPublic]:
+async def list_models(index: IndexDep) -> list[ModelPublic]:
     """Every stored model with its latest version."""
-    return [model_public(store.info(name)) for name in store.names()]
+    return [model_public(index.info(name)) for name in index.names()]
 
 
 @router.get("/models/{name}")
-async def get_model(name: ModelName, store: StoreDep) -> ModelPublic:
+async def get_model(name: ModelName, index: IndexDep) -> ModelPublic:
     """One model: architecture, parameters, versions and training metrics."""
-    return model_public(store.info(name))
+    return model_public(index.info(name))
 
 
 @router.delete("/models/{name}", status_code=204, dependencies=[WriteAccess])
-def delete_model(name: ModelName, store: StoreDep) -> Response:
+def delete_model(name: ModelName, index: IndexDep) -> Response:
     """Delete a model and all its versions."""
-    store.delete(name)
+    index.delete(name)
     return Response(status_code=204)
 
 

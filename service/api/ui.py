@@ -22,7 +22,7 @@ from fastapi.responses import HTMLResponse
 from models.architectures import ARCHITECTURES
 from models.errors import NotFound, Unavailable
 from models.training.jobs import Job
-from service.deps import JobsDep, SessionsDep, StoreDep
+from service.deps import IndexDep, JobsDep, SessionsDep
 
 router = APIRouter(include_in_schema=False)
 
@@ -218,12 +218,12 @@ def render_page(
 
 
 @router.get("/", response_class=HTMLResponse)
-def index(store: StoreDep, jobs: JobsDep, sessions: SessionsDep) -> HTMLResponse:
+def index(model_index: IndexDep, jobs: JobsDep, sessions: SessionsDep) -> HTMLResponse:
     """The dashboard page."""
     models = []
-    for name in store.names():
+    for name in model_index.names():
         try:
-            info = store.info(name)
+            info = model_index.info(name)
         except NotFound:  # deleted meanwhile
             continue
         meta = info.latest

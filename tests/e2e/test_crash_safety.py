@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.process import SEQUENCES, ServiceProcess, Start
+from tests.process import SEQUENCES, ServiceProcess, Start, versions_on_disk
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -150,4 +150,4 @@ def test_sigterm_finishes_the_request_cancels_the_job_and_exits_0(start_service:
     assert record["status"] == "cancelled", record
     assert record["version"] is None
     assert temp_folders(model_dir) == []
-    assert sorted(p.name for p in (model_dir / NAME).iterdir()) == ["1"]
+    assert versions_on_disk(model_dir, NAME) == ["1"]

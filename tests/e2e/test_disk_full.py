@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Start
-from tests.process import ServiceProcess
+from tests.process import ServiceProcess, versions_on_disk
 from tests.test_models import lstm_model, save
 
 TINY = {"architecture": "lstm", "dataset": "noisy_trend", "params": {"units": 2}, "epochs": 1, "batch_size": 64}
@@ -97,7 +97,7 @@ def test_full_disk_fails_jobs_cleanly_and_recovers_without_a_restart(start_servi
     assert failed["status"] == "failed", failed
     assert failed["error"]["code"] == "insufficient_storage", failed
     assert service.predict("m") == before  # the earlier version still answers, unchanged
-    assert sorted(p.name for p in (model_dir / "m").iterdir()) == ["1"]  # no half-written version
+    assert versions_on_disk(model_dir, "m") == ["1"]  # no half-written version
     time.sleep(1.5)  # longer than the worker's storage retry: the queued job still waits for the disk
     assert service.http.get(f"/jobs/{queued}").json()["status"] == "queued"
     assert service.http.get("/health/ready").json() == {"status": "jobs_unavailable"}

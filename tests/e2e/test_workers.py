@@ -19,7 +19,7 @@ import httpx
 import pytest
 import redis
 
-from tests.process import ServiceProcess, WorkerProcess, process_factory, service_env
+from tests.process import ServiceProcess, WorkerProcess, process_factory, service_env, versions_on_disk
 from tests.test_jobs import submit as submit_job
 from tests.test_jobs import wait_until
 from tests.proxy import RoundRobinProxy
@@ -93,11 +93,6 @@ def submit(api: ServiceProcess, name: str, body: dict[str, Any]) -> str:
 
 def wait_for(api: ServiceProcess, job_id: str, done: Any, timeout: float = 120.0) -> dict[str, Any]:
     return wait_until(api.http, job_id, done, timeout)
-
-
-def versions_on_disk(model_dir: Path, name: str) -> list[str]:
-    folder = model_dir / name
-    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
 
 
 def test_job_runs_on_the_worker_and_its_model_is_served_by_both_replicas(cluster: Cluster) -> None:

@@ -1,15 +1,14 @@
 """The V2 data plane both transports call: health, metadata, readiness and inference, over the same
-``ModelStore``, ``Predictor`` and ``SessionService`` as the native routes."""
+``ModelRegistry``, ``Predictor`` and ``SessionService`` as the native routes."""
 
 import logging
 
-import anyio.to_thread
 import numpy as np
 
 from models.errors import NotFound
 from models.serving.predictor import Predictor
 from models.serving.session_service import SessionService
-from models.serving.store import ModelStore
+from models.serving.registry import ModelRegistry
 from service.metrics import Metrics
 from service.protocols.common import INPUT_NAME, OUTPUT_NAME, input_shape
 from service.protocols.kserve_v2.codec import DATATYPES, InferAnswer, InferCall, batch_of
@@ -26,9 +25,9 @@ class V2DataPlane:
     """What a V2 server answers, independent of HTTP or gRPC."""
 
     def __init__(
-        self, store: ModelStore, predictor: Predictor, sessions: SessionService, metrics: Metrics, server_version: str
+        self, registry: ModelRegistry, predictor: Predictor, sessions: SessionService, metrics: Metrics, server_version: str
     ) -> None:
-        self.store = store
+        self.registry = registry
         self.predictor = predictor
         self.sequences = TritonSequences(sessions)
         self.metrics = metrics
@@ -36,8 +35,8 @@ class V2DataPlane:
 
     @property
     def ready(self) -> bool:
-        """Ready once the model store is loaded."""
-        return self.store.ready
+        """Ready once the registry has loaded each model's latest version."""
+        return self.registry.ready
 
     def server_metadata(self) -> V2ServerMetadata:
         """Name, version and the supported extensions."""
@@ -45,8 +44,8 @@ class V2DataPlane:
 
     def model_metadata(self, name: str, version: int | None) -> V2ModelMetadata:
         """Versions and the input and output tensors of a version (default: the latest), from the index."""
-        info = self.store.info(name)
-        meta = self.store.meta(name, version)
+        info = self.registry.index.info(name)
+        meta = self.registry.index.meta(name, version)
         return V2ModelMetadata(
             name=name,
             versions=[str(v) for v in info.versions],
@@ -60,10 +59,8 @@ class V2DataPlane:
 
     async def model_ready(self, name: str, version: int | None) -> bool:
         """Whether the version is loaded and can answer (``NotFound`` for an unknown model or version)."""
-        if self.store.peek(name, version) is not None:
-            return True
         try:
-            await anyio.to_thread.run_sync(self.store.get, name, version)
+            await self.registry.servable(name, version)
         except NotFound:
             raise
         except Exception:  # noqa: BLE001 - a version that cannot load is listed but not ready
@@ -73,7 +70,7 @@ class V2DataPlane:
 
     async def infer(self, call: InferCall) -> InferAnswer:
         """Probabilities for the call's sequences, or, in a Triton sequence, after each of its values."""
-        meta = self.store.meta(call.model, call.version)
+        meta = self.registry.index.meta(call.model, call.version)
         batch = batch_of(call, meta)
         if call.sequence is None:
             servable, probabilities = await self.predictor.predict(call.model, batch, meta.version)

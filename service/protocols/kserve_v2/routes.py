@@ -75,7 +75,7 @@ async def server_live() -> V2Live:
 
 @health_router.get("/ready", responses={503: {"model": V2Ready}})
 async def server_ready(plane: V2Dep, response: Response) -> V2Ready:
-    """Ready once the model store is loaded (503 until then)."""
+    """Ready once each model's latest version is loaded (503 until then)."""
     if not plane.ready:
         response.status_code = 503
     return V2Ready(ready=plane.ready)

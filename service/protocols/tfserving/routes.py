@@ -7,8 +7,8 @@ lstm-serve model has one signature, ``serving_default``, with input ``sequence``
 from fastapi import APIRouter
 
 from models.errors import InvalidInput
-from models.serving.store import ModelStore
-from service.deps import MetricsDep, ModelName, PredictorDep, StoreDep
+from models.serving.model_index import ModelIndex
+from service.deps import IndexDep, MetricsDep, ModelName, PredictorDep
 from service.protocols.common import INPUT_NAME, OUTPUT_NAME, Version, input_shape, predict_sequences
 from service.protocols.tfserving.codec import sequences_from_inputs, sequences_from_instances
 from service.protocols.routing import ProtocolRoute
@@ -51,8 +51,8 @@ def _tensor(dtype: str, shape: list[int], name: str) -> TfTensorInfo:
     return TfTensorInfo(dtype=dtype, tensor_shape=TfTensorShape(dim=[TfDim(size=str(d)) for d in shape]), name=name)
 
 
-def _metadata(store: ModelStore, name: str, version: int | None) -> TfMetadataResponse:
-    meta = store.meta(name, version)
+def _metadata(index: ModelIndex, name: str, version: int | None) -> TfMetadataResponse:
+    meta = index.meta(name, version)
     dtype = "DT_FLOAT" if meta.input_kind == "float" else "DT_INT32"
     signature = TfSignatureDef(
         inputs={INPUT_NAME: _tensor(dtype, input_shape(meta.input_kind, meta.max_len), f"{SIGNATURE}_{INPUT_NAME}:0")},
@@ -68,11 +68,11 @@ async def _predict(
     name: str,
     version: int | None,
     body: TfPredictRequest,
-    store: ModelStore,
+    index: ModelIndex,
     predictor: PredictorDep,
     metrics: MetricsDep,
 ) -> TfPredictResponse | TfColumnarResponse:
-    version = store.meta(name, version).version  # an unknown model or version is a 404 before any input error
+    version = index.meta(name, version).version  # an unknown model or version is a 404 before any input error
     if body.signature_name not in (None, "", SIGNATURE):
         raise InvalidInput(
             f"signature_name: the model has one signature, '{SIGNATURE}'; got '{body.signature_name}'.",
@@ -91,36 +91,36 @@ async def _predict(
 
 
 @router.get("/{name}")
-def model_status(name: ModelName, store: StoreDep) -> TfModelStatusResponse:
+def model_status(name: ModelName, index: IndexDep) -> TfModelStatusResponse:
     """Status of every version of a model (all AVAILABLE)."""
-    return TfModelStatusResponse(model_version_status=[TfVersionStatus(version=str(v)) for v in store.info(name).versions])
+    return TfModelStatusResponse(model_version_status=[TfVersionStatus(version=str(v)) for v in index.info(name).versions])
 
 
 @router.get("/{name}/versions/{version}")
-def version_status(name: ModelName, version: Version, store: StoreDep) -> TfModelStatusResponse:
+def version_status(name: ModelName, version: Version, index: IndexDep) -> TfModelStatusResponse:
     """Status of one version of a model."""
-    store.meta(name, version)  # ModelNotFound / VersionNotFound, without loading the version
+    index.meta(name, version)  # ModelNotFound / VersionNotFound, without loading the version
     return TfModelStatusResponse(model_version_status=[TfVersionStatus(version=str(version))])
 
 
 @router.get("/{name}/metadata")
-def model_metadata(name: ModelName, store: StoreDep) -> TfMetadataResponse:
+def model_metadata(name: ModelName, index: IndexDep) -> TfMetadataResponse:
     """Signature of the latest version: input tensor name, dtype and shape, output shape."""
-    return _metadata(store, name, None)
+    return _metadata(index, name, None)
 
 
 @router.get("/{name}/versions/{version}/metadata")
-def version_metadata(name: ModelName, version: Version, store: StoreDep) -> TfMetadataResponse:
+def version_metadata(name: ModelName, version: Version, index: IndexDep) -> TfMetadataResponse:
     """Signature of one version."""
-    return _metadata(store, name, version)
+    return _metadata(index, name, version)
 
 
 @router.post("/{name}:predict")
 async def predict(
-    name: ModelName, body: TfPredictRequest, store: StoreDep, predictor: PredictorDep, metrics: MetricsDep
+    name: ModelName, body: TfPredictRequest, index: IndexDep, predictor: PredictorDep, metrics: MetricsDep
 ) -> TfPredictResponse | TfColumnarResponse:
     """Probabilities with the latest version: ``{"predictions": [[p], ...]}`` or ``{"outputs": [[p], ...]}``."""
-    return await _predict(name, None, body, store, predictor, metrics)
+    return await _predict(name, None, body, index, predictor, metrics)
 
 
 @router.post("/{name}/versions/{version}:predict")
@@ -128,9 +128,9 @@ async def predict_version(
     name: ModelName,
     version: Version,
     body: TfPredictRequest,
-    store: StoreDep,
+    index: IndexDep,
     predictor: PredictorDep,
     metrics: MetricsDep,
 ) -> TfPredictResponse | TfColumnarResponse:
     """Probabilities with one version of a model."""
-    return await _predict(name, version, body, store, predictor, metrics)
+    return await _predict(name, version, body, index, predictor, metrics)
