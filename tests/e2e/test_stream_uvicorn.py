@@ -194,6 +194,28 @@ def test_session_metrics_move_on_both_replicas_and_an_expiry_is_counted_once(rep
     assert sum(metric(r, "lstm_serve_sessions_expired_total") for r in (replicas.a, replicas.b)) == expired + 1
 
 
+def test_steps_of_many_streams_are_batched_together(replicas: Replicas) -> None:
+    streams, messages = 32, 20
+
+    async def drive() -> list[list[int]]:
+        async def one() -> list[int]:
+            async with connect_async(ws_url(replicas.b, f"/models/{MODEL}/stream")) as ws:
+                await ws.recv()
+                for _ in range(messages):
+                    await ws.send('{"values": [0.5]}')
+                return [json.loads(await ws.recv())["steps_seen"] for _ in range(messages)]
+
+        return await asyncio.gather(*(one() for _ in range(streams)))
+
+    count = metric(replicas.b, "lstm_serve_batch_size_requests_count", '{kind="step"}')
+    total = metric(replicas.b, "lstm_serve_batch_size_requests_sum", '{kind="step"}')
+    assert asyncio.run(drive()) == [list(range(1, messages + 1))] * streams
+    batches = metric(replicas.b, "lstm_serve_batch_size_requests_count", '{kind="step"}') - count
+    steps = metric(replicas.b, "lstm_serve_batch_size_requests_sum", '{kind="step"}') - total
+    assert steps == streams * messages
+    assert batches < steps  # engine calls took steps of several streams at once
+
+
 def rss_bytes(replica: ServiceProcess) -> int:
     for line in Path(f"/proc/{replica.process.pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
