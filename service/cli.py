@@ -3,7 +3,7 @@
 Every subcommand talks to a running service over HTTP (``--url``, default ``$LSTM_SERVE_URL`` or
 http://127.0.0.1:8000), except ``serve``, which runs the service in this process, and ``worker``, which runs
 queued training jobs (``JOB_QUEUE``). The module imports neither ``models`` nor Keras, so the client starts
-fast.
+fast; ``compare`` alone loads the report types (``models.training.comparison_report``, plain dataclasses).
 
 Example::
 
@@ -25,7 +25,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from rich.console import Console
@@ -34,6 +34,9 @@ from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as ws_connect
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from models.training.comparison_report import ComparisonReport
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 POLL_INTERVAL_S = 0.25
@@ -238,6 +241,8 @@ def cmd_train(api: Api, args: argparse.Namespace) -> int:
         f"val_accuracy {_fmt(_last(history, 'val_accuracy'), 3)}, loss {_fmt(_last(history, 'loss'))}",
         markup=False,
     )
+    for note in job.get("notes") or []:
+        out.print(note, markup=False)
     return 0
 
 
@@ -283,33 +288,46 @@ def cmd_predict(api: Api, args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(job: dict[str, Any]) -> "ComparisonReport | None":
+    """A compare job's report read as its type. Imported here: the report types are plain dataclasses (no
+    Keras), but every other command starts without ``models``."""
+    from pydantic import TypeAdapter
+
+    from models.training.comparison_report import ComparisonReport
+
+    raw = job.get("report")
+    return None if raw is None else TypeAdapter(ComparisonReport).validate_python(raw)
+
+
 def _compare_text(job: dict[str, Any]) -> str:
-    board = (job.get("report") or {}).get("leaderboard") or []
-    done = ", ".join(f"{row['architecture']} {row['val_accuracy']:.3f}" for row in board)
+    report = _report(job)
+    done = ""
+    if report is not None:
+        done = ", ".join(f"{row.architecture} {_fmt(row.metric(report.ranked_by), 3)}" for row in report.leaderboard)
     return f"{job['status']}" + (f"  done: {done}" if done else "")
 
 
-def leaderboard_table(report: dict[str, Any]) -> Table:
+def leaderboard_table(report: "ComparisonReport") -> Table:
+    """The leaderboard with the task's metric columns, the recommended architecture starred."""
     table = Table(title="Leaderboard")
     table.add_column("#", justify="right")
     table.add_column("architecture", no_wrap=True)
-    table.add_column("val_accuracy", justify="right")
-    table.add_column("val_loss", justify="right")
+    for column in report.columns:
+        table.add_column(column, justify="right")
     table.add_column("params", justify="right")
     table.add_column("train s", justify="right")
     table.add_column("ms/seq", justify="right")
-    for rank, row in enumerate(report.get("leaderboard") or [], start=1):
-        name = row["architecture"] + (" *" if row["architecture"] == report.get("recommended") else "")
+    for rank, row in enumerate(report.leaderboard, start=1):
+        name = row.architecture + (" *" if row.architecture == report.recommended else "")
         table.add_row(
             str(rank),
             name,
-            _fmt(row.get("val_accuracy"), 3),
-            _fmt(row.get("val_loss")),
-            _fmt(row.get("param_count")),
-            _fmt(row.get("train_seconds"), 1),
-            _fmt(row.get("predict_ms_per_sequence"), 3),
+            *(_fmt(row.metric(column), 4 if column.endswith("loss") else 3) for column in report.columns),
+            _fmt(row.param_count),
+            _fmt(row.train_seconds, 1),
+            _fmt(row.predict_ms_per_sequence, 3),
         )
-    if report.get("recommended"):
+    if report.recommended:
         table.caption = "* recommended"
     return table
 
@@ -325,18 +343,17 @@ def cmd_compare(api: Api, args: argparse.Namespace) -> int:
     job = follow_job(api, job_id, "compare", _compare_text)
     if job["status"] != "succeeded":
         return _job_failed(job)
-    report = job.get("report") or {}
     if args.json:
-        print(json.dumps(report))
-    else:
+        print(json.dumps(job.get("report")))
+    elif (report := _report(job)) is not None:
         out.print(leaderboard_table(report))
-        for name, reason in (report.get("skipped") or {}).items():
-            out.print(f"Skipped {name}: {reason}", markup=False)
+        for names, reason in report.skipped_reasons():
+            out.print(f"Skipped {', '.join(names)}: {reason}", markup=False)
         out.print()
-        out.print(report.get("recommendation", ""), markup=False)
-        if report.get("kept_as"):
-            kept = report["kept_as"]
-            out.print(f"Kept {kept['architecture']} as model '{kept['model']}' version {kept['version']}.", markup=False)
+        out.print(report.recommendation, markup=False)
+        if report.kept_as:
+            kept = report.kept_as
+            out.print(f"Kept {kept.architecture} as model '{kept.model}' version {kept.version}.", markup=False)
     if args.plot:
         png = api.call("GET", f"/jobs/{job_id}/report.png").content
         Path(args.plot).write_bytes(png)
@@ -533,11 +550,16 @@ def cmd_datasets(api: Api, args: argparse.Namespace) -> int:
     table = Table(title="Built-in datasets")
     table.add_column("name", no_wrap=True)
     table.add_column("input")
+    table.add_column("task")
+    table.add_column("features", justify="right")
     table.add_column("sequences", justify="right")
     table.add_column("max_len", justify="right")
     table.add_column("description")
     for d in rows:
-        table.add_row(d["name"], d["input_kind"], str(d["n_sequences"]), str(d["max_len"]), d["description"])
+        task = d["task"] + (f" ({d['n_classes']})" if d["task"] == "multiclass" else "")
+        table.add_row(
+            d["name"], d["input_kind"], task, str(d["n_features"]), str(d["n_sequences"]), str(d["max_len"]), d["description"]
+        )
     out.print(table)
     return 0
 

@@ -3,11 +3,12 @@
 from collections.abc import Iterable, Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from models.architectures import ARCHITECTURES
 from models.errors import InvalidInput
 from models.inputs import FLOAT32_MAX
+from models.training.comparison_report import ComparisonReport
 from models.training.fitting import FitSettings
 from service.config import Settings
 
@@ -59,6 +60,9 @@ class DatasetPublic(BaseModel):
     n_sequences: int
     max_len: int
     vocab_size: int | None
+    task: Literal["binary", "multiclass", "regression"] = Field(description="What the labels are")
+    n_features: int = Field(description="Values per step (1: a number per step; more: a list per step)")
+    n_classes: int | None = Field(description="Distinct labels of a classification task; null for regression")
 
 
 class ParamsIn(RequestModel):
@@ -142,11 +146,22 @@ class JobPublic(BaseModel):
     history: dict[str, list[float]]
     version: int | None
     error: dict[str, Any] | None
-    report: dict[str, Any] | None = None
+    report: ComparisonReport | None = Field(None, description="A comparison's result (compare jobs only)")
     created_at: str
     started_at: str | None
     finished_at: str | None
     owner: str = ""
+    notes: list[str] = Field(
+        default_factory=list, description="What the result must be read with, e.g. that nothing was held out to validate"
+    )
+
+
+_REPORT = TypeAdapter(ComparisonReport)
+
+
+def comparison_report(raw: dict[str, Any]) -> ComparisonReport:
+    """A comparison's report as its type: job records keep it as JSON (on disk and in Redis)."""
+    return _REPORT.validate_python(raw)
 
 
 class ModelPublic(BaseModel):

@@ -47,7 +47,7 @@ def test_datasets_lists_the_builtins(client: TestClient) -> None:
     response = client.get("/datasets")
     assert response.status_code == 200
     by_name = {d["name"]: d for d in response.json()}
-    assert set(by_name) == {"noisy_trend", "long_memory", "token_pattern", "token_cue_start"}
+    assert set(by_name) == {"noisy_trend", "long_memory", "token_pattern", "token_cue_start", "movements", "next_value"}
     assert by_name["noisy_trend"]["input_kind"] == "float"
     assert by_name["noisy_trend"]["vocab_size"] is None
     assert by_name["long_memory"]["input_kind"] == "float"
@@ -58,3 +58,21 @@ def test_datasets_lists_the_builtins(client: TestClient) -> None:
     for d in by_name.values():
         assert d["n_sequences"] > 0 and d["max_len"] > 0
         assert d["description"]
+
+
+def test_datasets_describe_task_features_and_classes(client: TestClient) -> None:
+    by_name = {d["name"]: d for d in client.get("/datasets").json()}
+    for name in ("noisy_trend", "long_memory", "token_pattern", "token_cue_start"):
+        assert (by_name[name]["task"], by_name[name]["n_features"], by_name[name]["n_classes"]) == ("binary", 1, 2)
+    movements = by_name["movements"]
+    assert (movements["task"], movements["input_kind"], movements["n_features"], movements["n_classes"]) == (
+        "multiclass", "float", 3, 4
+    )
+    assert movements["max_len"] == 40 and "(40, 3)" in movements["description"]
+    next_value = by_name["next_value"]
+    assert (next_value["task"], next_value["input_kind"], next_value["n_features"], next_value["n_classes"]) == (
+        "regression", "float", 1, None
+    )
+    assert next_value["max_len"] == 30 and "(30, 1)" in next_value["description"]
+    schema = client.get("/openapi.json").json()["components"]["schemas"]["DatasetPublic"]["properties"]
+    assert {"task", "n_features", "n_classes"} <= set(schema)

@@ -176,3 +176,20 @@ def test_max_len_shorter_than_the_training_data(client: TestClient) -> None:
     assert response.status_code == 422
     assert response.json()["error"]["details"]["field"] == "data.sequences[1]"
     assert client.get("/models/narrow").status_code == 404
+
+
+def test_a_training_set_too_small_to_validate_says_so_once(client: TestClient) -> None:
+    # Four sequences at validation_split 0.2 hold none out (int(4 * 0.2) == 0).
+    data = {"sequences": [[0.1, 0.9], [0.9, 0.1], [0.2, 0.8], [0.8, 0.2]], "labels": [1, 0, 1, 0]}
+    job = train(client, "small", data=data, params=dict(TINY_PARAMS), epochs=2)
+    assert job["history"]["val_loss"] == [] and len(job["history"]["loss"]) == 2
+    assert job["notes"] == [
+        "No validation: 4 sequences with validation_split 0.2 leave none to hold out, so val_loss and val_accuracy "
+        "stay empty and every metric is a training one; give more sequences or a larger validation_split to "
+        "measure the model on data it did not fit."
+    ]
+    assert set(client.get("/models/small").json()["metrics"]) == {"loss", "accuracy"}
+    # With room for validation there is nothing to say.
+    job = train(client, "enough", data={"sequences": data["sequences"] * 3, "labels": data["labels"] * 3},
+                params=dict(TINY_PARAMS), epochs=1)
+    assert job["notes"] == [] and len(job["history"]["val_loss"]) == 1

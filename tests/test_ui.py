@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 
 from models.training.jobs import Job
 from service.api.ui import esc, render_page
+from service.schemas import comparison_report
 from tests.conftest import SMALL_PARAMS, TRAINED, wait_for_job
 from tests.process import ServiceProcess, service_env
 
@@ -58,7 +59,10 @@ def test_page_lists_models_jobs_architectures_and_latest_comparison(trained: Tes
         assert f"<code>{architecture}</code>" in board
     job_id = compared["job_id"]
     assert f'<img id="report-plot" src="/jobs/{job_id}/report.png"' in page
-    assert esc(compared["report"]["recommendation"]) in page
+    report = comparison_report(compared["report"])
+    assert esc(report.recommendation) in page
+    for column in report.columns:  # the task's metric columns
+        assert f"<th>{column}</th>" in board
     assert f"<code>{job_id}</code>" in page  # in the recent jobs too
     plot = trained.get(f"/jobs/{job_id}/report.png")
     assert plot.status_code == 200 and plot.content[:4] == b"\x89PNG"
@@ -90,7 +94,7 @@ def test_page_escapes_every_value() -> None:
         ],
         "recommended": hostile,
         "recommendation": hostile,
-        "skipped": {hostile: hostile},
+        "skipped": {hostile: hostile, "lstm": hostile},
         "data": hostile,
     }
     models = [{"name": hostile, "architecture": hostile, "version": hostile, "metrics": {}, "backend": hostile}]
@@ -98,6 +102,8 @@ def test_page_escapes_every_value() -> None:
     assert "<script>alert" not in page and "<b>id" not in page
     assert esc(hostile) in page
     assert 'src="/jobs/%3Cb%3Eid/report.png"' in page
+    # One reason, two architectures: said once.
+    assert page.count(f"<code>{esc(hostile)}</code>, <code>lstm</code>: {esc(hostile)}</li>") == 1
 
 
 # ------------------------------------------------------------------------------- real browser, real server
@@ -167,3 +173,21 @@ def test_page_shows_live_sessions_by_model(app_client: Callable[..., TestClient]
     table = page[page.index('<table id="sessions">') :]
     table = table[: table.index("</table>")]
     assert "<td>m-emb</td><td>1</td>" in table and "<td>m-lstm</td><td>2</td>" in table
+
+
+def test_page_shows_the_task_metric_columns_of_a_regression_report() -> None:
+    job = Job(job_id="reg", kind="compare", model=None, epochs=2, status="succeeded", epoch=2)
+    row = {"param_count": 500, "train_seconds": 1.0, "predict_ms_per_sequence": 0.1, "val_accuracy": None, "val_loss": 0.05}
+    job.report = {
+        "leaderboard": [
+            {**row, "architecture": "td_dense_lstm", "metrics": {"val_mae": 0.125, "val_rmse": 0.25, "val_loss": 0.0625}},
+            {**row, "architecture": "lstm", "metrics": {"val_mae": 0.5, "val_rmse": 0.75, "val_loss": 0.5625}},
+        ],
+        "task": "regression",
+        "ranked_by": "val_mae",
+        "recommended": "td_dense_lstm",
+        "recommendation": "Best: td_dense_lstm with validation MAE 0.125 after 2 epochs.",
+    }
+    board = leaderboard_of(render_page([], [job], job))
+    assert "<th>val_mae</th><th>val_rmse</th><th>val_loss</th>" in board and "val_accuracy" not in board
+    assert "<td>0.125</td><td>0.250</td><td>0.0625</td>" in board

@@ -1,6 +1,8 @@
 """Built-in datasets: generated from a seed, small, nothing downloaded.
 
-Each one probes something the five architectures differ on, so a comparison on it means something.
+Each one probes something the five architectures differ on, so a comparison on it means something. Four
+are the question's binary tasks over one value or one token per step; ``movements`` (three channels, four
+classes) and ``next_value`` (a number to predict) are the multi-class and regression ones.
 """
 
 from collections.abc import Callable
@@ -10,11 +12,18 @@ import numpy as np
 
 from models.architectures import InputKind
 from models.errors import DatasetNotFound
-
+from models.training.comparison_report import Task
 
 @dataclass(frozen=True)
 class Dataset:
-    """A generated binary classification task."""
+    """A generated sequence task.
+
+    Example::
+
+        >>> x, y = DATASETS["movements"].generate(seed=0)
+        >>> x.shape, sorted(set(y.tolist()))
+        ((800, 40, 3), [0, 1, 2, 3])
+    """
 
     name: str
     input_kind: InputKind
@@ -23,9 +32,16 @@ class Dataset:
     max_len: int
     vocab_size: int | None
     _generate: Callable[[np.random.Generator, int, int], tuple[np.ndarray, np.ndarray]]
+    #: What the labels are: 0/1, a class id ``0..n_classes-1``, or a number to predict.
+    task: Task = "binary"
+    #: Values per step: sequences are ``(n, max_len)`` when 1, ``(n, max_len, n_features)`` otherwise.
+    n_features: int = 1
+    #: Distinct labels of a classification task; ``None`` for regression.
+    n_classes: int | None = 2
 
     def generate(self, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """Return ``(sequences, labels)``: float (n, max_len) or int (n, max_len), labels 0/1."""
+        """Return ``(sequences, labels)``: sequences float or int token ids as above; labels int32 class ids
+        (0/1 for binary) or, for regression, one float32 target per sequence."""
         return self._generate(np.random.default_rng(seed), self.n_sequences, self.max_len)
 
 
@@ -66,6 +82,43 @@ def _token_cue_start(rng: np.random.Generator, n: int, length: int) -> tuple[np.
     x = rng.integers(3, _VOCAB, (n, length))
     x[:, 0] = np.where(labels == 1, 1, 2)
     return x.astype(np.int32), labels.astype(np.int32)
+
+
+_MOVEMENT_NOISE = 0.4
+
+
+def _movements(rng: np.random.Generator, n: int, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """Three noisy sensor channels; the class is the movement under the noise:
+    0 still, 1 walking (two channels oscillate a quarter period apart), 2 turning (the third channel
+    ramps), 3 jumping (a short burst on the second channel at a random time)."""
+    labels = rng.integers(0, 4, n)
+    t = np.linspace(0.0, 1.0, length)
+    x = rng.normal(0.0, _MOVEMENT_NOISE, (n, length, 3))
+    amplitude = rng.uniform(0.6, 1.2, n)
+    phase = rng.uniform(0.0, 2 * np.pi, n)
+    burst = rng.integers(0, length - 4, n)
+    direction = rng.choice([-1.0, 1.0], n)
+    for i, label in enumerate(labels):
+        if label == 1:
+            x[i, :, 0] += amplitude[i] * np.sin(6 * np.pi * t + phase[i])
+            x[i, :, 1] += amplitude[i] * np.cos(6 * np.pi * t + phase[i])
+        elif label == 2:
+            x[i, :, 2] += direction[i] * amplitude[i] * (2 * t - 1)
+        elif label == 3:
+            x[i, burst[i] : burst[i] + 4, 1] += 2 * amplitude[i]
+    return x.astype(np.float32), labels.astype(np.int32)
+
+
+def _next_value(rng: np.random.Generator, n: int, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """Noisy samples of ``a * sin(w k + p)`` for steps ``k < length``; the target is the curve's clean value
+    at step ``length``, so a model must read amplitude, frequency and phase through the noise."""
+    amplitude = rng.uniform(0.5, 1.5, n)
+    frequency = rng.uniform(0.2, 0.6, n)
+    phase = rng.uniform(0.0, 2 * np.pi, n)
+    steps = np.arange(length + 1)
+    curve = amplitude[:, None] * np.sin(frequency[:, None] * steps[None, :] + phase[:, None])
+    x = curve[:, :length] + rng.normal(0.0, 0.1, (n, length))
+    return x.astype(np.float32), curve[:, length].astype(np.float32)
 
 
 DATASETS: dict[str, Dataset] = {
@@ -110,6 +163,33 @@ DATASETS: dict[str, Dataset] = {
             30,
             _VOCAB,
             _token_cue_start,
+        ),
+        Dataset(
+            "movements",
+            "float",
+            "Movements: three noisy sensor channels per step, four classes (0 still, 1 walking, 2 turning, "
+            "3 jumping); input (40, 3), label a class id. The classes differ in which channel moves and how, "
+            "so the model must read the channels together.",
+            800,
+            40,
+            None,
+            _movements,
+            task="multiclass",
+            n_features=3,
+            n_classes=4,
+        ),
+        Dataset(
+            "next_value",
+            "float",
+            "Next value: 30 noisy samples of a sine of random amplitude, frequency and phase; the target is the "
+            "curve's next (noise-free) value, a float. Regression: input (30, 1), ranked by mean absolute error.",
+            800,
+            30,
+            None,
+            _next_value,
+            task="regression",
+            n_features=1,
+            n_classes=None,
         ),
     )
 }

@@ -17,7 +17,7 @@ from models.architectures import (
     get_architecture,
     param_count,
 )
-from models.training.datasets import get_dataset
+from models.training.datasets import Dataset, get_dataset
 from models.errors import InvalidInput, TrainingTimeExceeded
 from models.inputs import check_padded_size, to_model_input
 from models.training.jobs import JobContext, Work
@@ -38,6 +38,38 @@ class TrainingData:
     def max_len(self) -> int:
         """Sequence length the arrays are padded to."""
         return int(self.x.shape[1])
+
+
+@dataclass(frozen=True)
+class RawData:
+    """Training data before it is shaped for an architecture: the caller's, or a built-in dataset generated
+    once (a comparison shapes the same generated arrays for every candidate)."""
+
+    sequences: Sequence[Sequence[float]] | np.ndarray
+    labels: Sequence[float] | np.ndarray
+    dataset: Dataset | None = None
+
+    @classmethod
+    def load(
+        cls,
+        *,
+        sequences: Sequence[Sequence[float]] | None,
+        labels: Sequence[float] | None,
+        dataset: str | None,
+        seed: int,
+    ) -> "RawData":
+        """The caller's sequences and labels, or the built-in ``dataset`` generated from ``seed``."""
+        if dataset is not None:
+            builtin = get_dataset(dataset)
+            x, y = builtin.generate(seed)
+            return cls(x, y, builtin)
+        assert sequences is not None and labels is not None, "the request schema demands data or dataset"
+        return cls(sequences, labels)
+
+    @property
+    def source(self) -> str:
+        """Where the data came from, as model metadata records it."""
+        return "request" if self.dataset is None else f"dataset:{self.dataset.name}"
 
 
 @dataclass(frozen=True)
@@ -126,22 +158,30 @@ def prepare_user_data(
     return TrainingData(x=x, y=np.asarray(labels, dtype=np.float32), source="request")
 
 
-def prepare_dataset(name: str, arch: Architecture, params: ArchParams, seed: int) -> TrainingData:
-    """Generate a built-in dataset and shape it for ``arch`` (float tasks cannot feed token models)."""
-    dataset = get_dataset(name)
-    x, y = dataset.generate(seed)
+def prepare_dataset(raw: RawData, arch: Architecture, params: ArchParams) -> TrainingData:
+    """Shape a generated built-in dataset for ``arch`` (float tasks cannot feed token models)."""
+    dataset = raw.dataset
+    assert dataset is not None, "only for built-in datasets"
+    if dataset.task != "binary":
+        # fit() builds the question's sigmoid head; the multi-class and regression heads come with ``task``.
+        raise InvalidInput(
+            f"Dataset '{dataset.name}' is a {dataset.task} task; this server trains binary models only.",
+            field="dataset",
+            expected="a binary dataset",
+            got=dataset.name,
+        )
     if dataset.input_kind != arch.input_kind:
         raise InvalidInput(
-            f"Dataset '{name}' holds {dataset.input_kind} sequences; '{arch.name}' takes {arch.input_kind}.",
+            f"Dataset '{dataset.name}' holds {dataset.input_kind} sequences; '{arch.name}' takes {arch.input_kind}.",
             field="dataset",
             expected=f"a {arch.input_kind} dataset",
-            got=name,
+            got=dataset.name,
         )
     data = to_model_input(
-        x.tolist(), input_kind=arch.input_kind, max_len=params.max_len, vocab_size=params.vocab_size,
-        truncate="pre", field="dataset",
+        np.asarray(raw.sequences).tolist(), input_kind=arch.input_kind, max_len=params.max_len,
+        vocab_size=params.vocab_size, truncate="pre", field="dataset",
     )
-    return TrainingData(x=data, y=y.astype(np.float32), source=f"dataset:{name}")
+    return TrainingData(x=data, y=np.asarray(raw.labels, dtype=np.float32), source=raw.source)
 
 
 EpochCallback = Callable[[int, dict[str, list[float]]], None]
@@ -241,12 +281,23 @@ def artifact_for(arch: Architecture, params: ArchParams, model: keras.Model) -> 
     return twin
 
 
+def no_validation_note(n_sequences: int, validation_split: float) -> str:
+    """What a training job says when its split held nothing out (its ``val_`` history stays empty)."""
+    return (
+        f"No validation: {n_sequences} sequences with validation_split {validation_split:g} leave none to hold out, "
+        "so val_loss and val_accuracy stay empty and every metric is a training one; give more sequences or a "
+        "larger validation_split to measure the model on data it did not fit."
+    )
+
+
 def train_job(
     index: ModelIndex, name: str, arch: Architecture, params: ArchParams, data: TrainingData, settings: FitSettings
 ) -> Work:
     """The work of a ``POST /models/{name}/train`` job: fit, then store a new version."""
 
     def work(context: JobContext) -> None:
+        if not len(split_indices(len(data.y), settings)[1]):
+            context.update(notes=[no_validation_note(len(data.y), settings.validation_split)])
         result = fit(arch, params, data, settings, context)
         meta = index.add(
             name,
@@ -264,24 +315,18 @@ def train_job(
 
 
 def prepare_training(
-    arch: Architecture,
-    overrides: dict[str, int],
-    *,
-    sequences: Sequence[Sequence[float]] | None,
-    labels: Sequence[int] | None,
-    dataset: str | None,
-    settings: FitSettings,
+    arch: Architecture, overrides: dict[str, int], raw: RawData, settings: FitSettings
 ) -> tuple[ArchParams, TrainingData]:
     """Resolve ``arch``'s params and shape the data (a built-in dataset or the caller's) for it.
 
     Raises ``InvalidInput`` for anything that would only fail later inside the job.
     """
-    if dataset is not None:
-        params = resolve_params(arch, overrides, get_dataset(dataset).max_len, settings)
-        check_padded_size(get_dataset(dataset).n_sequences, params.max_len, settings.max_values, "params.max_len")
-        data = prepare_dataset(dataset, arch, params, settings.seed)
+    if raw.dataset is not None:
+        params = resolve_params(arch, overrides, raw.dataset.max_len, settings)
+        check_padded_size(raw.dataset.n_sequences, params.max_len, settings.max_values, "params.max_len")
+        data = prepare_dataset(raw, arch, params)
     else:
-        assert sequences is not None and labels is not None, "the request schema demands data or dataset"
+        sequences, labels = raw.sequences, raw.labels
         longest = max(range(len(sequences)), key=lambda i: len(sequences[i]))
         if "max_len" not in overrides and settings.max_len is not None and len(sequences[longest]) > settings.max_len:
             # max_len would come from this sequence: say which one is too long rather than "params.max_len".
@@ -311,7 +356,6 @@ def plan_training(
 ) -> Work:
     """Validate a training request up front (so mistakes are a 4xx, not a failed job) and return its work."""
     arch = get_architecture(architecture)
-    params, data = prepare_training(
-        arch, overrides, sequences=sequences, labels=labels, dataset=dataset, settings=settings
-    )
+    raw = RawData.load(sequences=sequences, labels=labels, dataset=dataset, seed=settings.seed)
+    params, data = prepare_training(arch, overrides, raw, settings)
     return train_job(index, name, arch, params, data, settings)

@@ -68,6 +68,8 @@ class Job:
     started_at: str | None = None
     finished_at: str | None = None
     owner: str = ""
+    #: What the result must be read with, each said once (a fit that had nothing to validate on).
+    notes: list[str] = field(default_factory=list)
 
 
 def _this_process() -> str:
@@ -108,7 +110,7 @@ class JobContext:
         self.cancel_requested = threading.Event()
 
     def update(self, **changes: Any) -> None:
-        """Change fields of the job record (``epoch``, ``history``, ``version``, ``report``)."""
+        """Change fields of the job record (``epoch``, ``history``, ``version``, ``report``, ``notes``)."""
         self._record(self.job_id, **changes)
 
     def check_cancelled(self) -> None:

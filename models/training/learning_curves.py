@@ -9,14 +9,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
-def draw_learning_curves(histories: dict[str, dict[str, list[float]]], path: Path) -> None:
-    """One panel per architecture: training and validation loss and accuracy per epoch."""
+def draw_learning_curves(
+    histories: dict[str, dict[str, list[float]]], path: Path, metrics: tuple[str, ...] = ("loss", "accuracy")
+) -> None:
+    """One panel per architecture and metric: training and (where recorded) validation values per epoch."""
     columns = len(histories)
-    figure, axes = plt.subplots(2, columns, figsize=(3.6 * columns, 6), squeeze=False, sharey="row")
+    figure, axes = plt.subplots(len(metrics), columns, figsize=(3.6 * columns, 6), squeeze=False, sharey="row")
     try:
         for column, (name, history) in enumerate(histories.items()):
             epochs = range(1, len(history.get("loss", [])) + 1)
-            for row, metric in enumerate(("loss", "accuracy")):
+            for row, metric in enumerate(metrics):
                 axis = axes[row][column]
                 axis.plot(epochs, history.get(metric, []), marker="o", label="train")
                 if history.get(f"val_{metric}"):

@@ -23,6 +23,7 @@ from models.architectures import ARCHITECTURES
 from models.errors import NotFound, Unavailable
 from models.training.jobs import Job
 from service.deps import IndexDep, JobsDep, SessionsDep
+from service.schemas import comparison_report
 
 router = APIRouter(include_in_schema=False)
 
@@ -100,38 +101,41 @@ def compare_html(job: Job | None) -> str:
     """The leaderboard, recommendation and learning curves of a finished comparison."""
     if job is None or not job.report:
         return '<p class="empty">No finished comparison yet: <code>POST /compare</code> or <code>lstm-serve compare</code>.</p>'
-    report = job.report
-    recommended = report.get("recommended")
+    report = comparison_report(job.report)
+    columns = report.columns
     rows = (
         (
             esc(rank),
-            f"<code>{esc(row['architecture'])}</code>" + (' <span class="pick">recommended</span>' if row["architecture"] == recommended else ""),
-            _num(row.get("val_accuracy")),
-            _num(row.get("val_loss"), 4),
-            _num(row.get("param_count")),
-            _num(row.get("train_seconds"), 1),
-            _num(row.get("predict_ms_per_sequence"), 3),
-            esc(row.get("note") or ""),
+            f"<code>{esc(row.architecture)}</code>"
+            + (' <span class="pick">recommended</span>' if row.architecture == report.recommended else ""),
+            *(_num(row.metric(column), 4 if column.endswith("loss") else 3) for column in columns),
+            _num(row.param_count),
+            _num(row.train_seconds, 1),
+            _num(row.predict_ms_per_sequence, 3),
+            esc(row.note or ""),
         )
-        for rank, row in enumerate(report.get("leaderboard") or [], start=1)
+        for rank, row in enumerate(report.leaderboard, start=1)
     )
     table = _table(
-        "leaderboard", ("#", "architecture", "val_accuracy", "val_loss", "params", "train s", "ms/seq", "note"), rows, "Empty leaderboard."
+        "leaderboard", ("#", "architecture", *columns, "params", "train s", "ms/seq", "note"), rows, "Empty leaderboard."
     )
-    skipped = "".join(f"<li><code>{esc(name)}</code>: {esc(reason)}</li>" for name, reason in (report.get("skipped") or {}).items())
-    kept = report.get("kept_as")
+    skipped = "".join(
+        f"<li>{', '.join(f'<code>{esc(name)}</code>' for name in names)}: {esc(reason)}</li>"
+        for names, reason in report.skipped_reasons()
+    )
+    kept = report.kept_as
     kept_html = (
-        f"<p>Kept <code>{esc(kept.get('architecture'))}</code> as model <code>{esc(kept.get('model'))}</code> "
-        f"version {esc(kept.get('version'))}.</p>"
+        f"<p>Kept <code>{esc(kept.architecture)}</code> as model <code>{esc(kept.model)}</code> "
+        f"version {esc(kept.version)}.</p>"
         if kept
         else ""
     )
     plot = f"/jobs/{quote(job.job_id, safe='')}/report.png"
     return (
-        f'<p class="meta">Job <code>{esc(job.job_id)}</code>, data {esc(report.get("data", "–"))}, '
+        f'<p class="meta">Job <code>{esc(job.job_id)}</code>, data {esc(report.data or "–")}, '
         f"finished {esc((job.finished_at or '')[:19].replace('T', ' '))} UTC</p>"
         f"{table}"
-        f'<p id="recommendation" class="recommendation">{esc(report.get("recommendation", ""))}</p>'
+        f'<p id="recommendation" class="recommendation">{esc(report.recommendation)}</p>'
         f"{kept_html}"
         + (f'<ul class="skipped">{skipped}</ul>' if skipped else "")
         + f'<img id="report-plot" src="{esc(plot)}" alt="Learning curves of job {esc(job.job_id)}">'
@@ -238,7 +242,11 @@ def index(model_index: IndexDep, jobs: JobsDep, sessions: SessionsDep) -> HTMLRe
         )
     newest_first = list(reversed(jobs.list()))
     latest_compare = next(
-        (j for j in newest_first if j.kind == "compare" and j.status == "succeeded" and j.report and j.report.get("complete", True)),
+        (
+            j
+            for j in newest_first
+            if j.kind == "compare" and j.status == "succeeded" and j.report and comparison_report(j.report).complete
+        ),
         None,
     )
     try:
