@@ -12,7 +12,8 @@ MODEL_DIR, then starts three real uvicorn processes (one worker each) on free lo
 * ``null``        - ``bench.null_server``: parses the body, returns a constant (the HTTP ceiling),
 
 and drives each with the same closed-loop ``wrk`` load (one 50-step float sequence per request) at
-1, 8 and 32 connections. Rounds are interleaved (every server at every connection count, then again),
+1, 8 and 32 connections; beside it, lstm-serve answers the same sequence with 8 features per step to an
+8-feature, 4-class ``lstm`` model (the "more than one output" row). Rounds are interleaved (every server at every connection count, then again),
 so slow drifts of this shared machine hit every server alike; each cell reports the median over rounds.
 Then it steps 256 sessions round-robin on lstm-serve, with sessions in-process and (when Redis answers at
 ``--redis-url``) on a second lstm-serve keeping them in Redis, and measures session memory on a fresh process.
@@ -69,6 +70,14 @@ JOB_TIMEOUT_S = 300.0
 SEQUENCE = [round(0.8 * math.sin(i / 4.0) + 0.01 * i, 4) for i in range(MAX_LEN)]
 PREDICT_BODY = json.dumps({"sequences": [SEQUENCE]}, separators=(",", ":"))
 STEP_BODY = json.dumps({"values": [0.5]}, separators=(",", ":"))
+#: Beside the binary one-feature model: an 8-feature, 4-class model of the same size (units 10, max_len 50).
+MULTICLASS_NAME = "bench-multiclass"
+MULTICLASS_FEATURES = 8
+MULTICLASS_CLASSES = 4
+MULTICLASS_ROW = "lstm-serve 8-feature multiclass"
+MULTICLASS_BODY = json.dumps(
+    {"sequences": [[[round(v + 0.1 * k, 4) for k in range(MULTICLASS_FEATURES)] for v in SEQUENCE]]}, separators=(",", ":")
+)
 STEPS = "lstm-serve steps"
 REDIS_STEPS = "lstm-serve steps (redis)"
 
@@ -410,8 +419,28 @@ STREAM_ROWS = {"http": "steps http (python)", "websocket": "steps websocket", "w
 # Steps of the benchmark
 
 
+def _train(server: Server, name: str, body: dict[str, Any]) -> int:
+    """Train ``name`` on ``server`` through the HTTP API and wait; return the new version."""
+    response = server.http.post(f"/models/{name}/train", json=body)
+    if response.status_code != 202:
+        raise RuntimeError(f"train answered {response.status_code}: {response.text}")
+    job_id = response.json()["job_id"]
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while True:
+        job = server.http.get(f"/jobs/{job_id}").json()
+        if job["status"] in ("succeeded", "failed", "cancelled"):
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"training job {job_id} still {job['status']} after {JOB_TIMEOUT_S} s")
+        time.sleep(0.2)
+    if job["status"] != "succeeded":
+        raise RuntimeError(f"training job {job['status']}: {job.get('error')}")
+    return int(job["version"])
+
+
 def train_model(model_dir: Path, workdir: Path) -> Path:
-    """Train the ``bench`` model through lstm-serve's HTTP API; return its ``model.keras`` path."""
+    """Train the ``bench`` model (and the 8-feature multiclass one beside it) through lstm-serve's HTTP API;
+    return the ``bench`` model's ``model.keras`` path."""
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 2, 400)
     t = np.linspace(-1.0, 1.0, MAX_LEN)
@@ -423,24 +452,21 @@ def train_model(model_dir: Path, workdir: Path) -> Path:
         "epochs": 1,
         "seed": 0,
     }
+    classes = rng.integers(0, MULTICLASS_CLASSES, 200)
+    channels = rng.normal(0, 0.5, (200, MAX_LEN, MULTICLASS_FEATURES)) + classes[:, None, None] * t[None, :, None]
+    multiclass = {
+        "architecture": "lstm",
+        "params": {"max_len": MAX_LEN, "units": UNITS, "n_features": MULTICLASS_FEATURES, "task": "multiclass",
+                   "n_classes": MULTICLASS_CLASSES},
+        "data": {"sequences": np.round(channels, 4).tolist(), "labels": classes.tolist()},
+        "epochs": 1,
+        "seed": 0,
+    }
     server = start_lstm_serve("lstm-serve-train", model_dir, workdir)
     try:
         server.wait_ready()
-        response = server.http.post(f"/models/{MODEL_NAME}/train", json=body)
-        if response.status_code != 202:
-            raise RuntimeError(f"train answered {response.status_code}: {response.text}")
-        job_id = response.json()["job_id"]
-        deadline = time.monotonic() + JOB_TIMEOUT_S
-        while True:
-            job = server.http.get(f"/jobs/{job_id}").json()
-            if job["status"] in ("succeeded", "failed", "cancelled"):
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"training job {job_id} still {job['status']} after {JOB_TIMEOUT_S} s")
-            time.sleep(0.2)
-        if job["status"] != "succeeded":
-            raise RuntimeError(f"training job {job['status']}: {job.get('error')}")
-        version = job["version"]
+        version = _train(server, MODEL_NAME, body)
+        _train(server, MULTICLASS_NAME, multiclass)
     finally:
         server.stop()
     path = model_dir / MODEL_NAME / str(version) / "model.keras"
@@ -685,7 +711,7 @@ def render(
         *TABLE_HEADER,
     ]
     order = ["lstm-serve", "naive", "null"]
-    for server in order + [STEPS, REDIS_STEPS] + list(V2_ROWS.values()):
+    for server in order + [MULTICLASS_ROW, STEPS, REDIS_STEPS] + list(V2_ROWS.values()):
         conns = step_connections if server in (STEPS, REDIS_STEPS) else connections
         for c in conns:
             cell = cells.get((server, c))
@@ -701,6 +727,15 @@ def render(
             f"| {c} | {ratio(ls.rps, nv.rps) if ls and nv else 'n/a'} | {ratio(ls.rps, nl.rps) if ls and nl else 'n/a'} "
             f"| {ratio(st.rps, ls.rps) if st and st.runs and ls else '-'} |"
         )
+    if any(cells.get((MULTICLASS_ROW, c)) for c in connections):
+        lines += ["", f"Predict, 8-feature 4-class model beside the binary one-feature model (same process, units {UNITS}, "
+                  f"max_len {MAX_LEN}; medians):", "", "| connections | binary req/s | multiclass req/s | multiclass / binary |"
+                  " binary CPU ms/req | multiclass |", "|---:|---:|---:|---:|---:|---:|"]
+        for c in connections:
+            binary, multi = cells.get(("lstm-serve", c)), cells.get((MULTICLASS_ROW, c))
+            if binary and multi and binary.runs and multi.runs:
+                lines.append(f"| {c} | {binary.rps:,.0f} | {multi.rps:,.0f} | {ratio(multi.rps, binary.rps)} | "
+                             f"{binary.cpu_ms:.3f} | {multi.cpu_ms:.3f} |")
     top = max(connections)
     st, ls = cells.get((STEPS, top)), cells.get(("lstm-serve", top))
     if st and st.runs and ls:
@@ -844,6 +879,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  all three answer; probabilities {probabilities}", flush=True)
 
         predict_lua = write_predict_script(tmp / "predict.lua", PREDICT_BODY)
+        multiclass_lua = write_predict_script(tmp / "multiclass.lua", MULTICLASS_BODY)
+        multiclass_url = servers["lstm-serve"].url + f"/models/{MULTICLASS_NAME}/predict"
         # The session steps: on lstm-serve (in-process store) and on a second one keeping sessions in Redis.
         steppers = {STEPS: servers["lstm-serve"]}
         if use_redis:
@@ -880,6 +917,10 @@ def main(argv: list[str] | None = None) -> int:
                     cells.setdefault((label, c), Cell(label, c)).runs.append(result)
                     print(f"  round {round_no} {label:10s} c={c:<3d} {result.rps:9.1f} req/s  p50 {result.p50_ms:7.2f} ms"
                           f"  p99 {result.p99_ms:7.2f} ms  cpu {result.cpu_ms_per_request:6.3f} ms/req  errors {result.status_errors}+{result.socket_errors}", flush=True)
+                result = run_wrk(wrk, multiclass_url, multiclass_lua, c, args.duration, args.threads, servers["lstm-serve"])
+                cells.setdefault((MULTICLASS_ROW, c), Cell(MULTICLASS_ROW, c)).runs.append(result)
+                print(f"  round {round_no} multiclass c={c:<3d} {result.rps:9.1f} req/s  p50 {result.p50_ms:7.2f} ms"
+                      f"  cpu {result.cpu_ms_per_request:6.3f} ms/req  errors {result.status_errors}+{result.socket_errors}", flush=True)
             for c in connections:
                 for kind, row in V2_ROWS.items():
                     result = run_v2(kind, servers["lstm-serve"], grpc_port, c, args.duration)

@@ -22,6 +22,17 @@ class InvalidInput(LstmServeError, ValueError):
     code = "invalid_input"
 
 
+class InvalidValue(InvalidInput):
+    """A value whose form depends on the model: a step of the wrong width, a class id out of range, a
+    regression target that is not a finite number.
+
+    Its code is the one the request schema gives any other malformed value: these checks moved from the
+    schema to the model (which alone knows its width and task), and a binary one-feature model's label 2 or
+    step ``[0.1]`` is refused with the same code and field as before."""
+
+    code = "validation_error"
+
+
 class InvalidModelFile(InvalidInput):
     """An uploaded file is not a readable Keras 3 model, or not the declared architecture."""
 

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import numpy as np
 
 from models.architectures import InputKind
-from models.errors import InvalidInput
+from models.errors import InvalidInput, InvalidValue
 
 Truncate = Literal["pre", "post"]
 
@@ -55,19 +55,22 @@ def describe(value: Any) -> str:
     return text if len(text) <= 60 else text[:60] + "…"
 
 
-def check_padded_size(n_sequences: int, max_len: int, max_values: int | None, field: str) -> None:
-    """Refuse a batch whose padded array (``n_sequences`` x ``max_len``) would exceed ``max_values``.
+def check_padded_size(n_sequences: int, max_len: int, max_values: int | None, field: str, n_features: int = 1) -> None:
+    """Refuse a batch whose padded array (``n_sequences`` x ``max_len`` x ``n_features``) would exceed
+    ``max_values``.
 
     Called before anything is allocated: a ragged body of a few megabytes can otherwise ask for an
     array of hundreds of gigabytes (one long sequence sets the padded length of all the others).
     """
-    if max_values is not None and n_sequences * max_len > max_values:
+    size = n_sequences * max_len * n_features
+    if max_values is not None and size > max_values:
+        steps = f"{max_len} steps" if n_features == 1 else f"{max_len} steps of {n_features} features"
         raise InvalidInput(
-            f"{n_sequences} sequences padded to {max_len} steps are {n_sequences * max_len:,} values; "
+            f"{n_sequences} sequences padded to {steps} are {size:,} values; "
             f"this server takes at most {max_values:,} (MAX_PADDED_VALUES).",
             field=field,
             expected=f"at most {max_values} values after padding",
-            got=n_sequences * max_len,
+            got=size,
         )
 
 
@@ -94,19 +97,50 @@ def _check_tokens(values: np.ndarray, vocab_size: int, locate: Callable[[int], s
     return values.astype(np.int32)
 
 
+def _steps(seq: Sequence[Any], n_features: int, field: str, first: int = 0) -> np.ndarray:
+    """One sequence as ``(steps, n_features)`` floats: each step a number when ``n_features`` is 1, else a
+    list of ``n_features`` numbers. A wrong step is named by its index in what was sent (``seq`` starts at
+    step ``first`` of it, after a ``truncate="pre"``)."""
+    try:
+        array = np.asarray(seq, dtype=np.float64)
+    except (ValueError, TypeError):
+        array = None  # ragged or mixed steps: found below
+    if array is not None and array.shape == ((len(seq),) if n_features == 1 else (len(seq), n_features)):
+        return array.reshape(len(seq), n_features)
+    expected = "a number" if n_features == 1 else f"a list of {n_features} numbers"
+    for j, step in enumerate(seq):
+        width = len(step) if isinstance(step, (list, tuple)) else None
+        if (n_features == 1 and width is not None) or (n_features > 1 and width != n_features):
+            got = f"a list of {width}" if width is not None else describe(step)
+            raise InvalidValue(
+                f"{field}[{first + j}]: each step of this model is {expected} (n_features={n_features}), got {got}.",
+                field=f"{field}[{first + j}]",
+                expected=expected,
+                got=width if width is not None else step,
+            )
+    raise InvalidValue(f"{field}: each step is {expected}.", field=field, expected=expected, got=describe(list(seq)))
+
+
 def to_model_input(
-    sequences: Sequence[Sequence[float]],
+    sequences: Sequence[Sequence[Any]],
     *,
     input_kind: InputKind,
     max_len: int,
     vocab_size: int,
     truncate: Truncate | None = None,
     field: str = "sequences",
+    n_features: int = 1,
+    pad_value: float = 0.0,
 ) -> np.ndarray:
-    """Pad, truncate and validate a batch: float ``(n, max_len, 1)`` or int32 ``(n, max_len)``."""
+    """Pad, truncate and validate a batch: float ``(n, max_len, n_features)`` or int32 ``(n, max_len)``.
+
+    Short sequences are pre-padded with ``pad_value``: 0 as ``pad_sequences`` does, or NaN for a masked
+    model, whose engine then runs each sequence over its own steps only (``true_lengths``).
+    """
     if len(sequences) == 0:
         raise InvalidInput("Send at least one sequence.", field=field, expected="a non-empty list", got=[])
-    batch = np.zeros((len(sequences), max_len), dtype=np.float64)
+    shape = (len(sequences), max_len, n_features)
+    batch = np.zeros(shape, np.float64) if pad_value == 0 else np.full(shape, pad_value, np.float64)
     lengths = np.empty(len(sequences), dtype=np.int64)
     cut = np.zeros(len(sequences), dtype=np.int64)  # steps dropped from the front by truncate="pre"
     for i, seq in enumerate(sequences):
@@ -127,23 +161,38 @@ def to_model_input(
             else:
                 seq = seq[:max_len]
             n = max_len
-        batch[i, max_len - n :] = seq
+        if n_features == 1:
+            # NumPy's own copy from the list is the fast path (a nested or mixed step cannot broadcast into
+            # the one-feature slot and raises); only a refused sequence is walked, to name its step.
+            try:
+                batch[i, max_len - n :, 0] = seq
+            except (ValueError, TypeError):
+                batch[i, max_len - n :] = _steps(seq, n_features, f"{field}[{i}]", int(cut[i]))
+        else:
+            # Checked before the copy: a step of one number would broadcast silently across the features.
+            batch[i, max_len - n :] = _steps(seq, n_features, f"{field}[{i}]", int(cut[i]))
         lengths[i] = n
     if input_kind == "float":
-        return batch.astype(np.float32)[:, :, None]
+        return batch.astype(np.float32)
+    tokens = batch[:, :, 0]
 
     def locate(flat: int) -> str:
         row, col = divmod(flat, max_len)
         return f"{field}[{row}][{col - (max_len - int(lengths[row])) + int(cut[row])}]"
 
-    return _check_tokens(batch, vocab_size, locate)
+    return _check_tokens(tokens, vocab_size, locate)
 
 
-def to_step_input(values: Sequence[float], *, input_kind: InputKind, vocab_size: int) -> np.ndarray:
-    """Validate a session step's values: float ``(T,)`` or int32 ``(T,)``."""
+def true_lengths(batch: np.ndarray) -> np.ndarray:
+    """Steps of each NaN-pre-padded float sequence (``(n, max_len, n_features)``): its non-padding steps."""
+    return batch.shape[1] - np.argmax(~np.isnan(batch[:, :, 0]), axis=1)
+
+
+def to_step_input(values: Sequence[Any], *, input_kind: InputKind, vocab_size: int, n_features: int = 1) -> np.ndarray:
+    """Validate a session step's values: float ``(T, n_features)`` or int32 ``(T,)``."""
     if len(values) == 0:
         raise InvalidInput("Send at least one value.", field="values", expected="a non-empty list", got=[])
-    array = np.asarray(values, dtype=np.float64)
     if input_kind == "float":
-        return array.astype(np.float32)
+        return _steps(values, n_features, "values").astype(np.float32)
+    array = _steps(values, 1, "values").reshape(-1)
     return _check_tokens(array, vocab_size, lambda flat: f"values[{flat}]")

@@ -280,10 +280,13 @@ def cmd_predict(api: Api, args: argparse.Namespace) -> int:
         return 0
     table = Table(title=f"{result['model']} v{result['version']}")
     table.add_column("index", justify="right")
-    table.add_column("probability", justify="right", no_wrap=True)
-    table.add_column("label", justify="right")
+    first = result["predictions"][0]
+    heading = "probability" if "probability" in first else "probabilities" if "probabilities" in first else "values"
+    table.add_column(heading, justify="right", no_wrap=True)
+    if "label" in first:
+        table.add_column("label", justify="right")
     for index, prediction in enumerate(result["predictions"]):
-        table.add_row(str(index), f"{prediction['probability']:.6f}", str(prediction["label"]))
+        table.add_row(str(index), *_prediction_cells(prediction))
     out.print(table)
     return 0
 
@@ -297,6 +300,29 @@ def _report(job: dict[str, Any]) -> "ComparisonReport | None":
 
     raw = job.get("report")
     return None if raw is None else TypeAdapter(ComparisonReport).validate_python(raw)
+
+
+def _numbers(values: list[float]) -> str:
+    return " ".join(f"{v:.6f}" for v in values)
+
+
+def _prediction_cells(prediction: dict[str, Any]) -> list[str]:
+    """A prediction's cells: probability and label (binary), class probabilities and label (multiclass), values."""
+    if "probability" in prediction:
+        return [f"{prediction['probability']:.6f}", str(prediction["label"])]
+    if "probabilities" in prediction:
+        return [_numbers(prediction["probabilities"]), str(prediction["label"])]
+    return [_numbers(prediction["values"])]
+
+
+def _step_text(result: dict[str, Any]) -> str:
+    """One line after a step: the last probability (binary), else the last prediction's label and numbers."""
+    if "probability" in result:
+        return f"steps_seen {result['steps_seen']}  probability {result['probability']:.6f}"
+    last = result["prediction"]
+    if "label" in last:
+        return f"steps_seen {result['steps_seen']}  label {last['label']}  probabilities {_numbers(last['probabilities'])}"
+    return f"steps_seen {result['steps_seen']}  values {_numbers(last['values'])}"
 
 
 def _compare_text(job: dict[str, Any]) -> str:
@@ -398,7 +424,7 @@ class _HttpSteps:
         self.api = api
         self.session_id = session_id
 
-    def step(self, values: list[float | int]) -> dict[str, Any]:
+    def step(self, values: list[Any]) -> dict[str, Any]:
         return self.api.json("POST", f"/sessions/{self.session_id}/step", json={"values": values})
 
     def close(self) -> None:
@@ -414,7 +440,7 @@ class _StreamSteps:
         self.connection = connection
         json.loads(self.connection.recv(timeout=30))  # the first message is the session
 
-    def step(self, values: list[float | int]) -> dict[str, Any]:
+    def step(self, values: list[Any]) -> dict[str, Any]:
         try:
             self.connection.send(json.dumps({"values": values}))
             answer = json.loads(self.connection.recv(timeout=60))
@@ -458,15 +484,18 @@ def _session_body(args: argparse.Namespace) -> dict[str, Any] | None:
 
 
 def cmd_session(api: Api, args: argparse.Namespace) -> int:
+    # A model of several features per step takes one step (its n_features numbers) per line.
+    n_features = api.json("GET", f"/models/{args.name}").get("n_features", 1)
     session = api.json("POST", f"/models/{args.name}/sessions", json=_session_body(args))
     session_id = session["session_id"]
     steps = _open_steps(api, session_id, args.http)
     interactive = sys.stdin.isatty()
     if interactive:
+        what = "one or more values per line" if n_features == 1 else f"one step of {n_features} values per line"
         out.print(
             f"Session {session_id} on '{session['model']}' version {session['version']}, at step "
             f"{session['steps_seen']}, over {steps.transport}. "
-            "Type one or more values per line (spaces or commas), 'reset' or 'quit'.",
+            f"Type {what} (spaces or commas), 'reset' or 'quit'.",
             markup=False,
         )
     try:
@@ -482,7 +511,7 @@ def cmd_session(api: Api, args: argparse.Namespace) -> int:
                 continue
             try:
                 values = _parse_values(line)
-                result = steps.step(values)
+                result = steps.step(values if n_features == 1 else [values])
             except UsageError as exc:
                 err.print(f"error: {exc}", markup=False)
                 continue
@@ -491,7 +520,7 @@ def cmd_session(api: Api, args: argparse.Namespace) -> int:
                     raise
                 err.print(f"error: {exc}", markup=False)
                 continue
-            out.print(f"steps_seen {result['steps_seen']}  probability {result['probability']:.6f}", markup=False)
+            out.print(_step_text(result), markup=False)
     except KeyboardInterrupt:
         pass
     finally:

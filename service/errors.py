@@ -94,10 +94,17 @@ def _shorten(value: Any) -> Any:
     return value
 
 
+#: How pydantic names the members of the schemas' number-or-list unions (``Step``, ``Target``) in an error's
+#: location: not a field the client sent, so left out of the field name.
+_UNION_MEMBERS = frozenset({"constrained-float", "list[constrained-float]"})
+
+
 def _field_name(loc: tuple[int | str, ...]) -> str:
     parts = list(loc[1:] if loc and loc[0] in ("body", "path", "query", "form") else loc)
     name = ""
     for part in parts:
+        if part in _UNION_MEMBERS:
+            continue
         name += f"[{part}]" if isinstance(part, int) else (f".{part}" if name else str(part))
     return name or str(loc[0] if loc else "body")
 
@@ -116,8 +123,13 @@ def _problem(error: dict[str, Any]) -> dict[str, Any]:
 
 
 def validation_details(errors: list[dict[str, Any]]) -> dict[str, Any]:
-    """``{field, expected, got}`` of the first problem, then every problem in ``errors``."""
-    problems = [_problem(e) for e in errors]
+    """``{field, expected, got}`` of the first problem, then every problem in ``errors`` (one per field: a
+    value that fits no member of a number-or-list union is one problem, told as its first member's)."""
+    by_field: dict[str, dict[str, Any]] = {}
+    for error in errors:
+        problem = _problem(error)
+        by_field.setdefault(problem["field"], problem)
+    problems = list(by_field.values())
     return {**problems[0], "errors": problems[:20]} if problems else {}
 
 

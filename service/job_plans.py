@@ -31,7 +31,7 @@ def plan_job(order: JobOrder, artifact_path: ArtifactPath, *, index: ModelIndex,
     fit = body.fit_settings(settings)
     source = {
         "sequences": body.data.sequences if body.data else None,
-        "labels": body.data.labels if body.data else None,
+        "labels": body.answers(),
         "dataset": body.dataset,
     }
     overrides = body.params.model_dump(exclude_none=True)

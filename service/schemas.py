@@ -1,11 +1,12 @@
 """Pydantic models for every request and response body, named for their role."""
 
-from collections.abc import Iterable, Sequence
 from typing import Annotated, Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
-from models.architectures import ARCHITECTURES
+from models.architectures import ARCHITECTURES, Padding
+from models.tasks import Task
 from models.errors import InvalidInput
 from models.inputs import FLOAT32_MAX
 from models.training.comparison_report import ComparisonReport
@@ -22,8 +23,14 @@ assert set(ArchitectureName.__args__) == set(ARCHITECTURES), "schema and registr
 #: value, because they run inside pydantic-core, on the predict fast path; tests/test_hostile.py checks
 #: that both refuse the same numbers.
 FiniteNumber = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=-FLOAT32_MAX, le=FLOAT32_MAX)]
-Label = Annotated[int, Field(strict=True, ge=0, le=1)]
-Sequences = Annotated[list[list[FiniteNumber]], Field(min_length=1)]
+#: A class id: 0/1 for a binary model, below ``n_classes`` for a multiclass one (that bound is checked
+#: against the task in ``models.training.fitting.label_array``).
+Label = Annotated[int, Field(strict=True, ge=0)]
+#: One time step: a number (one feature, the question's form) or a list of ``n_features`` numbers.
+Step = FiniteNumber | list[FiniteNumber]
+#: A regression target has the same form: one number, or a list of ``n_outputs`` numbers.
+Target = Step
+Sequences = Annotated[list[list[Step]], Field(min_length=1)]
 
 
 class RequestModel(BaseModel):
@@ -73,11 +80,27 @@ class ParamsIn(RequestModel):
     vocab_size: int | None = Field(None, ge=2, le=1_000_000)
     embedding_dim: int | None = Field(None, ge=1, le=1024)
     dense_units: int | None = Field(None, ge=1, le=1024)
+    n_features: int | None = Field(None, ge=1, le=1024, description="Numbers per step (float architectures); default 1")
+    task: Task | None = Field(None, description="binary (default), multiclass or regression")
+    n_classes: int | None = Field(None, ge=2, le=1024, description="Classes of a multiclass head; default 2")
+    n_outputs: int | None = Field(None, ge=1, le=1024, description="Values a regression head predicts; default 1")
+    padding: Padding | None = Field(
+        None, description="pre (default): zeros before short sequences; masked: the model reads only a sequence's own steps"
+    )
 
 
 class TrainingDataIn(RequestModel):
-    sequences: Annotated[list[list[FiniteNumber]], Field(min_length=2)]
-    labels: Annotated[list[Label], Field(min_length=2)]
+    """Sequences with ``labels`` (binary and multiclass: class ids) or ``targets`` (regression)."""
+
+    sequences: Annotated[list[list[Step]], Field(min_length=2)]
+    labels: Annotated[list[Label], Field(min_length=2)] | None = None
+    targets: Annotated[list[Target], Field(min_length=2)] | None = None
+
+    @model_validator(mode="after")
+    def _labels_or_targets(self) -> "TrainingDataIn":
+        if (self.labels is None) == (self.targets is None):
+            raise ValueError("give exactly one of 'labels' (class ids) and 'targets' (regression values)")
+        return self
 
 
 class FitOptions(RequestModel):
@@ -96,6 +119,22 @@ class FitOptions(RequestModel):
         if (self.data is None) == (self.dataset is None):
             raise ValueError("give exactly one of 'data' and 'dataset'")
         return self
+
+    def answers(self) -> list[int] | list[float | list[float]] | None:
+        """What the model learns to answer from ``data``: its labels (class ids), or its targets for a
+        regression model; ``None`` with a built-in dataset."""
+        if self.data is None:
+            return None
+        regression = self.params.task == "regression"
+        if regression != (self.data.targets is not None):
+            given, wanted = ("labels", "targets") if regression else ("targets", "labels")
+            raise InvalidInput(
+                f"A {self.params.task or 'binary'} model learns data.{wanted}, not data.{given}.",
+                field=f"data.{wanted}",
+                expected=f"data.{wanted}",
+                got=f"data.{given}",
+            )
+        return self.data.targets if regression else self.data.labels  # type: ignore[return-value]
 
     def fit_settings(self, limits: Settings) -> FitSettings:
         """The domain's fit settings with the server's caps (``MAX_EPOCHS``, ``MAX_TRAIN_SECONDS``,
@@ -172,6 +211,13 @@ class ModelPublic(BaseModel):
     versions: list[int]
     input_kind: Literal["float", "tokens"]
     max_len: int
+    # The shape beyond the question's models appears only where it differs from theirs (binary, one feature
+    # per step, pre-padding), so a binary model's description is what it always was.
+    task: Task = Field("binary", exclude_if=lambda v: v == "binary", description="Absent: binary")
+    n_features: int = Field(1, exclude_if=lambda v: v == 1, description="Absent: 1")
+    n_classes: int | None = Field(None, exclude_if=lambda v: v is None, description="multiclass models only")
+    n_outputs: int | None = Field(None, exclude_if=lambda v: v is None, description="regression models only")
+    padding: Padding = Field("pre", exclude_if=lambda v: v == "pre", description="Absent: pre")
     metrics: dict[str, float]
     created_at: str
     source: str
@@ -185,23 +231,44 @@ class PredictRequest(RequestModel):
 
 
 class Prediction(BaseModel):
+    """A binary model's answer for one sequence (the question's form)."""
+
     probability: float
     label: Literal[0, 1]
+
+
+class ClassPrediction(BaseModel):
+    """A multiclass model's answer for one sequence: each class's probability and the likeliest class."""
+
+    probabilities: list[float]
+    label: int
+
+
+class ValuesPrediction(BaseModel):
+    """A regression model's answer for one sequence: its ``n_outputs`` values."""
+
+    values: list[float]
+
+
+def predictions_of(task: str, outputs: np.ndarray) -> list[Prediction] | list[ClassPrediction] | list[ValuesPrediction]:
+    """One prediction per row of a model's outputs ``(n, output_width)``, in the task's form."""
+    if task == "multiclass":
+        return [ClassPrediction(probabilities=row.tolist(), label=int(np.argmax(row))) for row in outputs]
+    if task == "regression":
+        return [ValuesPrediction(values=row.tolist()) for row in outputs]
+    # The binary label is probability >= 0.5, as the question's models always answered.
+    return [Prediction(probability=float(p), label=int(p >= 0.5)) for p in outputs.reshape(-1)]
 
 
 class PredictResponse(BaseModel):
     model: str
     version: int
-    predictions: list[Prediction]
+    predictions: list[Prediction] | list[ClassPrediction] | list[ValuesPrediction]
 
     @classmethod
-    def of(cls, model: str, version: int, probabilities: Iterable[float]) -> "PredictResponse":
-        """The response for one probability per sequence; the label is ``probability >= 0.5``."""
-        return cls(
-            model=model,
-            version=version,
-            predictions=[Prediction(probability=float(p), label=int(p >= 0.5)) for p in probabilities],
-        )
+    def of(cls, model: str, version: int, task: str, outputs: np.ndarray) -> "PredictResponse":
+        """The response for a model's outputs ``(n, output_width)``, one prediction per sequence."""
+        return cls(model=model, version=version, predictions=predictions_of(task, outputs))
 
 
 class HealthStatus(BaseModel):
@@ -252,7 +319,7 @@ class SessionPublic(BaseModel):
 
 
 class StepRequest(RequestModel):
-    values: Annotated[list[FiniteNumber], Field(min_length=1, max_length=100_000)] = Field(examples=[[0.1, 0.4]])
+    values: Annotated[list[Step], Field(min_length=1, max_length=100_000)] = Field(examples=[[0.1, 0.4]])
     seq: int | None = Field(
         None,
         ge=0,
@@ -263,17 +330,27 @@ class StepRequest(RequestModel):
 
 
 class StepResponse(BaseModel):
+    """A binary model's step: the probability after each value, and the last one (the question's form)."""
+
     session_id: str
     steps_seen: int
     probabilities: list[float]
     probability: float
 
-    @classmethod
-    def of(cls, session_id: str, steps_seen: int, probabilities: Sequence[float]) -> "StepResponse":
-        """The response after a step: the probability after each value, and the last one."""
-        return cls(
-            session_id=session_id,
-            steps_seen=steps_seen,
-            probabilities=[float(p) for p in probabilities],
-            probability=float(probabilities[-1]),
-        )
+
+class OutputsStepResponse(BaseModel):
+    """A multiclass or regression model's step: the prediction after each value, and the last one."""
+
+    session_id: str
+    steps_seen: int
+    predictions: list[ClassPrediction] | list[ValuesPrediction]
+    prediction: ClassPrediction | ValuesPrediction
+
+
+def step_response(session_id: str, steps_seen: int, task: str, outputs: np.ndarray) -> StepResponse | OutputsStepResponse:
+    """The response after a step whose values answered ``outputs`` (``(steps, output_width)``)."""
+    if task == "binary":
+        probabilities = outputs.reshape(-1).tolist()
+        return StepResponse(session_id=session_id, steps_seen=steps_seen, probabilities=probabilities, probability=probabilities[-1])
+    predictions = predictions_of(task, outputs)
+    return OutputsStepResponse(session_id=session_id, steps_seen=steps_seen, predictions=predictions, prediction=predictions[-1])

@@ -91,7 +91,7 @@ StepResult = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 def predict_batch(servable: Servable, batches: list[np.ndarray]) -> list[np.ndarray]:
-    """Run several requests' padded batches as one engine call; split the probabilities back."""
+    """Run several requests' padded batches as one engine call; split the outputs back."""
     if len(batches) == 1:
         return [servable.predict(batches[0])]
     probabilities = servable.predict(np.concatenate(batches))
@@ -101,17 +101,17 @@ def predict_batch(servable: Servable, batches: list[np.ndarray]) -> list[np.ndar
 def step_batch(servable: Servable, items: list[StepItem]) -> list[StepResult]:
     """Advance several sessions, each ``(values, h, c)``, through their values in one call per timestep.
 
-    Sessions with fewer values drop out of the batch once they are done. Each result is the
-    probability after every one of that session's steps and its new ``(h, c)``.
+    Sessions with fewer values drop out of the batch once they are done. Each result is the model's
+    output after every one of that session's steps (``(steps, output_width)``) and its new ``(h, c)``.
     """
     sequences = [values for values, _, _ in items]
     h = np.concatenate([h for _, h, _ in items])
     c = np.concatenate([c for _, _, c in items])
     lengths = np.array([len(s) for s in sequences])
-    probabilities = [np.empty(n, np.float64) for n in lengths]
+    probabilities = [np.empty((n, servable.params.output_width), np.float32) for n in lengths]
     for t in range(int(lengths.max())):
         rows = np.flatnonzero(lengths > t)
-        x_t = np.array([sequences[i][t] for i in rows], dtype=sequences[rows[0]].dtype)
+        x_t = np.stack([sequences[i][t] for i in rows])
         p, h[rows], c[rows] = servable.step(x_t, h[rows], c[rows])
         for j, i in enumerate(rows):
             probabilities[i][t] = p[j]

@@ -71,12 +71,16 @@ class KerasEngine:
         return [np.asarray(o) for o in outputs]
 
 
+#: Steps of the random sequences a model without a fixed time axis (a masked model) is checked on.
+FREE_TIME_STEPS = 7
+
+
 def random_inputs(model: keras.Model, batch: int, vocab_size: int, seed: int = 0) -> list[np.ndarray]:
     """Random inputs matching a model's input signature, for parity checks and warm-up."""
     rng = np.random.default_rng(seed)
     arrays = []
     for tensor in model.inputs:
-        shape = (batch, *tensor.shape[1:])
+        shape = (batch, *(FREE_TIME_STEPS if d is None else d for d in tensor.shape[1:]))
         if "int" in str(tensor.dtype):
             arrays.append(rng.integers(0, vocab_size, shape).astype(np.int32))
         else:

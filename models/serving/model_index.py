@@ -236,6 +236,7 @@ class ModelIndex:
                 metrics=metrics,
                 extra=extra or {},
                 incarnation=incarnation,
+                **ModelMeta.shape_of(params),
             )
             temp = self.root / name / f"{_TEMP_PREFIX}{uuid.uuid4().hex}"
             temp.mkdir()

@@ -29,7 +29,7 @@ class Predictor:
     async def predict(
         self, name: str, sequences: Sequence[Sequence[float]], version: int | None = None, truncate: Truncate | None = None
     ) -> tuple[Servable, np.ndarray]:
-        """The version that answered and one probability per sequence, in order."""
+        """The version that answered and its outputs, ``(n, output_width)``, one row per sequence in order."""
         if len(sequences) > self.max_sequences:
             raise InvalidInput(
                 f"Too many sequences in one request: {len(sequences)}, at most {self.max_sequences}.",
@@ -38,7 +38,7 @@ class Predictor:
                 got=len(sequences),
             )
         servable = await self.models.servable(name, version)
-        check_padded_size(len(sequences), servable.params.max_len, self.max_values, "sequences")
+        check_padded_size(len(sequences), servable.params.max_len, self.max_values, "sequences", servable.params.n_features)
         if len(sequences) > _INLINE_PREPARE_LIMIT:
             batch = await anyio.to_thread.run_sync(servable.to_input, sequences, truncate)
         else:

@@ -21,7 +21,7 @@ from models.architectures import (
     build_step_model,
     get_architecture,
 )
-from models.inputs import Truncate, to_model_input
+from models.inputs import Truncate, to_model_input, true_lengths
 from models.serving.engines import Engine, OnnxEngine, export_engine
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,32 @@ class ModelMeta:
     #: Which life of the model this version belongs to: new whenever the model is created from nothing
     #: (its first version, or the first after a delete), kept by every later version.
     incarnation: str = ""
+    #: The model's shape beyond ``params`` (older ``meta.json`` files lack these: the question's defaults).
+    task: str = "binary"
+    n_features: int = 1
+    n_classes: int | None = None
+    n_outputs: int | None = None
+    padding: str = "pre"
+
+    @staticmethod
+    def shape_of(params: ArchParams) -> dict[str, Any]:
+        """The fields that record ``params`` beyond ``relevant_params``, for a new version's metadata."""
+        return {
+            "task": params.task,
+            "n_features": params.n_features,
+            "n_classes": params.n_classes if params.task == "multiclass" else None,
+            "n_outputs": params.n_outputs if params.task == "regression" else None,
+            "padding": params.padding,
+        }
+
+    def arch_params(self) -> ArchParams:
+        """The full hyper-parameters this version was built with."""
+        shape: dict[str, Any] = {"task": self.task, "n_features": self.n_features, "padding": self.padding}
+        if self.n_classes is not None:
+            shape["n_classes"] = self.n_classes
+        if self.n_outputs is not None:
+            shape["n_outputs"] = self.n_outputs
+        return ArchParams(**self.params, **shape)
 
     def to_json(self) -> str:
         """Serialized form for ``meta.json``."""
@@ -66,7 +92,7 @@ class Servable:
     def __init__(self, meta: ModelMeta, predict_engine: Engine, step_engine: Engine | None) -> None:
         self.meta = meta
         self.architecture: Architecture = get_architecture(meta.architecture)
-        self.params = ArchParams(**meta.params)
+        self.params = meta.arch_params()
         self.predict_engine = predict_engine
         self.step_engine = step_engine
         self._warm_up()
@@ -84,11 +110,24 @@ class Servable:
             max_len=self.params.max_len,
             vocab_size=self.params.vocab_size,
             truncate=truncate,
+            n_features=self.params.n_features,
+            pad_value=np.nan if self.params.padding == "masked" else 0.0,
         )
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        """Probabilities, shape ``(n,)``, for a batch from ``to_input``."""
-        return self.predict_engine.run(batch)[0].reshape(-1)
+        """The head's outputs, ``(n, output_width)``, for a batch from ``to_input``.
+
+        A masked model runs each group of equally long sequences over their own steps only: its engine has
+        no fixed time axis, so no padding step ever reaches the LSTM (one engine call per distinct length).
+        """
+        if self.params.padding != "masked":
+            return self.predict_engine.run(batch)[0]
+        lengths = true_lengths(batch)
+        outputs = np.empty((len(batch), self.params.output_width), np.float32)
+        for length in np.unique(lengths):
+            rows = np.flatnonzero(lengths == length)
+            outputs[rows] = self.predict_engine.run(batch[rows, batch.shape[1] - length :])[0]
+        return outputs
 
     def zero_state(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """The LSTM state a session starts from: ``(h, c)``, each ``(n, units)`` zeros."""
@@ -96,18 +135,18 @@ class Servable:
         return np.zeros(shape, np.float32), np.zeros(shape, np.float32)
 
     def step(self, x_t: np.ndarray, h: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """One timestep for ``n`` sessions at once: ``x_t`` is ``(n,)``; returns ``(p (n,), h', c')``."""
+        """One timestep for ``n`` sessions at once: ``x_t`` is ``(n,)`` token ids or ``(n, n_features)``
+        floats; returns ``(outputs (n, output_width), h', c')``."""
         assert self.step_engine is not None, "callers check architecture.supports_sessions"
-        shaped = x_t.reshape(-1, 1) if self.architecture.input_kind == "tokens" else x_t.reshape(-1, 1, 1)
-        p, h_next, c_next = self.step_engine.run(shaped, h, c)
-        return p.reshape(-1), h_next, c_next
+        shaped = x_t.reshape(-1, 1) if self.architecture.input_kind == "tokens" else x_t.reshape(-1, 1, self.params.n_features)
+        return tuple(self.step_engine.run(shaped, h, c))  # type: ignore[return-value]
 
     def _warm_up(self) -> None:
         # The first run of an engine allocates and plans; pay that at load, not on a user's request.
-        zeros = np.zeros((1, self.params.max_len), np.float32)
-        self.predict(self.to_input(zeros.tolist(), None))
+        step = 0.0 if self.params.n_features == 1 else [0.0] * self.params.n_features
+        self.predict(self.to_input([[step] * self.params.max_len], None))
         if self.step_engine is not None:
-            self.step(np.zeros(1, np.float32), *self.zero_state(1))
+            self.step(np.zeros((1, self.params.n_features), np.float32), *self.zero_state(1))
 
 
 def _export_engines(folder: Path, arch: Architecture, params: ArchParams, weights: list[np.ndarray]) -> tuple[Engine, Engine | None]:
@@ -128,7 +167,7 @@ def write_version(folder: Path, meta: ModelMeta, artifact: keras.Model) -> None:
     Nothing is loaded for serving here: the registry loads the version when it is first asked for.
     """
     artifact.save(folder / ARTIFACT)
-    engines = _export_engines(folder, get_architecture(meta.architecture), ArchParams(**meta.params), artifact.get_weights())
+    engines = _export_engines(folder, get_architecture(meta.architecture), meta.arch_params(), artifact.get_weights())
     meta.extra = {**meta.extra, "backend": engines[0].backend}
     (folder / META).write_text(meta.to_json())
 
@@ -143,4 +182,4 @@ def read_version(folder: Path) -> Servable:
         return Servable(meta, OnnxEngine(folder / PREDICT_ENGINE), step_engine)
     log.info("No ONNX cache for %s v%d; building engines from the artifact", meta.name, meta.version)
     artifact = keras.models.load_model(folder / ARTIFACT, safe_mode=True, compile=False)
-    return Servable(meta, *_export_engines(folder, arch, ArchParams(**meta.params), artifact.get_weights()))
+    return Servable(meta, *_export_engines(folder, arch, meta.arch_params(), artifact.get_weights()))

@@ -53,12 +53,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Stepped:
-    """The outcome of a step: the session after it, the probability after each value, and whether this was
-    a repeat of the last applied step answered again (nothing applied)."""
+    """The outcome of a step: the session after it, the model's output after each value (``(steps,
+    output_width)``: the probability of a binary model), its task, and whether this was a repeat of the last
+    applied step answered again (nothing applied)."""
 
     record: SessionRecord
     probabilities: np.ndarray
     replayed: bool
+    task: str = "binary"
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,14 +199,19 @@ class SessionService:
 
     async def step(self, session_id: str, values: Sequence[float], seq: int | None = None) -> Stepped:
         """Feed ``values`` in order (as step ``seq`` when given); the session after it and each probability."""
-        digest = values_digest(values)
         waiting = time.perf_counter()
         async with self.store.locked(session_id) as record:
             self.events.lock_waited(time.perf_counter() - waiting)
             with _pinned(record):
                 servable = await self.models.servable(record.model, record.version, record.incarnation)
+            params = servable.params
+            x = to_step_input(
+                values, input_kind=servable.architecture.input_kind, vocab_size=params.vocab_size, n_features=params.n_features
+            )
+            # After validation: the values are then rows of equal width, which the digest reads as one array.
+            digest = values_digest(values)
             if seq is not None and seq != record.steps_seen:
-                replayed = record.replay(seq, digest)
+                replayed = record.replay(seq, digest, params.output_width)
                 if replayed is None:
                     raise StepOutOfOrder(
                         f"Session '{session_id}' has seen {record.steps_seen} steps, so the next step is seq "
@@ -215,14 +222,13 @@ class SessionService:
                         expected=record.steps_seen,
                         got=seq,
                     )
-                return Stepped(record, replayed, replayed=True)
-            x = to_step_input(values, input_kind=servable.architecture.input_kind, vocab_size=servable.params.vocab_size)
+                return Stepped(record, replayed, replayed=True, task=params.task)
             h, c = decode_state(record.state, servable.params.units)
             probabilities, h, c = await self.batcher.submit(
                 ("step", servable), (x, h, c), partial(step_batch, servable)
             )
             saved = await self.store.save(record.stepped(encode_state(h, c), digest, probabilities))
-        return Stepped(saved, probabilities, replayed=False)
+        return Stepped(saved, probabilities, replayed=False, task=params.task)
 
     async def live_by_model(self) -> dict[str, int]:
         """Live sessions by model name (of every replica, when the store is shared)."""

@@ -59,7 +59,7 @@ class SessionRecord:
         return replace(self, expires_at=now + self.ttl_s)
 
     def stepped(self, state: bytes, digest: bytes, probabilities: np.ndarray) -> "SessionRecord":
-        """The session after a step whose values had ``digest`` and answered ``probabilities``."""
+        """The session after a step whose values had ``digest`` and answered ``probabilities`` (one row per value)."""
         return replace(
             self,
             steps_seen=self.steps_seen + len(probabilities),
@@ -71,16 +71,16 @@ class SessionRecord:
         """The session back at the zero state, as if new."""
         return replace(self, steps_seen=0, state=b"", last_step=b"")
 
-    def replay(self, seq: int, digest: bytes) -> np.ndarray | None:
-        """The probabilities of the last applied step if ``seq`` and ``digest`` repeat it, else ``None``."""
+    def replay(self, seq: int, digest: bytes, width: int = 1) -> np.ndarray | None:
+        """The outputs ``(steps, width)`` of the last applied step if ``seq`` and ``digest`` repeat it, else ``None``."""
         if self.last_step[:DIGEST_BYTES] != digest:
             return None
-        probabilities = np.frombuffer(self.last_step, np.float32, offset=DIGEST_BYTES)
-        return probabilities if seq == self.steps_seen - len(probabilities) else None
+        outputs = np.frombuffer(self.last_step, np.float32, offset=DIGEST_BYTES).reshape(-1, width)
+        return outputs if seq == self.steps_seen - len(outputs) else None
 
 
-def values_digest(values: Sequence[float]) -> bytes:
-    """A short fingerprint of a step's values (token ids and floats alike, as float64)."""
+def values_digest(values: Sequence[Any]) -> bytes:
+    """A short fingerprint of a step's validated values (token ids, numbers or rows of features, as float64)."""
     return hashlib.blake2b(np.asarray(values, np.float64).tobytes(), digest_size=DIGEST_BYTES).digest()
 
 

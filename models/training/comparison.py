@@ -24,7 +24,6 @@ from models.training.comparison_report import (
     KeptVersion,
     LeaderboardRow,
     Scoring,
-    Task,
     rank,
     recommend,
     recommended,
@@ -52,10 +51,10 @@ class Candidate:
 
 
 def data_kind(sequences: Sequence[Sequence[float]]) -> InputKind:
-    """Whole non-negative numbers everywhere read as token ids; anything else is float data."""
+    """Whole non-negative numbers everywhere read as token ids; anything else (rows of features too) is float data."""
     for seq in sequences:
         for value in seq:
-            if value < 0 or value != int(value):
+            if isinstance(value, list) or value < 0 or value != int(value):
                 return "float"
     return "tokens"
 
@@ -119,12 +118,11 @@ def plan_comparison(
     dataset: str | None,
     settings: FitSettings,
     keep_best_as: str | None,
-    task: Task = "binary",
 ) -> tuple[Work, int]:
     """Validate a comparison up front and return its work and total epoch count.
 
-    The data is loaded (or a built-in dataset generated) once and shaped for each candidate. ``task`` picks
-    the ranking metric and the advice's words (``comparison_report.SCORING``); ``report_path(job_id)`` tells
+    The data is loaded (or a built-in dataset generated) once and shaped for each candidate. Their task
+    (``params.task``, by default the dataset's) picks the ranking metric and the advice's words (``comparison_report.SCORING``); ``report_path(job_id)`` tells
     where the job draws its learning curves.
     """
     if settings.validation_split <= 0:
@@ -141,6 +139,7 @@ def plan_comparison(
     for arch in chosen:
         params, data = prepare_training(arch, overrides, raw, settings)
         candidates.append(Candidate(arch, data, params))
+    task = candidates[0].params.task
     scoring = scoring_for(task)
     n_sequences = len(candidates[0].data.y)
     train_idx, val_idx = split_indices(n_sequences, settings)

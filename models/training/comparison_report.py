@@ -16,10 +16,10 @@ Example::
 """
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-#: What a model predicts: the question's yes/no, one of several classes, or numbers.
-Task = Literal["binary", "multiclass", "regression"]
+from models.tasks import Task
+
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import numpy as np
 
 from models.architectures import InputKind
 from models.errors import DatasetNotFound
-from models.training.comparison_report import Task
+from models.tasks import Task
 
 @dataclass(frozen=True)
 class Dataset:

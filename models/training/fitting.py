@@ -10,6 +10,8 @@ import keras
 import numpy as np
 
 from models.architectures import (
+    LOSSES,
+    METRICS,
     Architecture,
     ArchParams,
     build_sequence_model,
@@ -18,8 +20,8 @@ from models.architectures import (
     param_count,
 )
 from models.training.datasets import Dataset, get_dataset
-from models.errors import InvalidInput, TrainingTimeExceeded
-from models.inputs import check_padded_size, to_model_input
+from models.errors import InvalidInput, InvalidValue, TrainingTimeExceeded
+from models.inputs import check_number, check_padded_size, to_model_input, true_lengths
 from models.training.jobs import JobContext, Work
 from models.serving.model_index import ModelIndex
 
@@ -28,7 +30,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrainingData:
-    """Model-ready arrays: ``x`` float ``(n, max_len, 1)`` or int ``(n, max_len)``, ``y`` 0/1 ``(n,)``."""
+    """Model-ready arrays: ``x`` float ``(n, max_len, n_features)`` (NaN-padded for a masked model) or int
+    ``(n, max_len)``; ``y`` 0/1 ``(n,)`` (binary), class ids ``(n,)`` or targets ``(n, n_outputs)``."""
 
     x: np.ndarray
     y: np.ndarray
@@ -124,6 +127,7 @@ def resolve_params(
     max_params = settings.max_params
     known = {key: value for key, value in overrides.items() if key != "max_len" and value is not None}
     params = replace(ArchParams(max_len=max_len), **known)
+    arch.check_shape(params)
     size = param_count(arch, params)
     if max_params is not None and size > max_params:
         raise InvalidInput(
@@ -135,40 +139,92 @@ def resolve_params(
     return params
 
 
+def label_array(labels: Sequence[Any], params: ArchParams, field: str) -> np.ndarray:
+    """The labels as the task trains on them, each checked: a class id below 2 (binary) or ``n_classes``
+    (multiclass), or a finite target (a number, or a list of ``n_outputs`` numbers, for regression)."""
+    if params.task == "regression":
+        rows = [list(target) if isinstance(target, (list, tuple)) else [target] for target in labels]
+        for i, row in enumerate(rows):
+            if len(row) != params.n_outputs:
+                raise InvalidValue(
+                    f"{field}[{i}]: this model predicts {params.n_outputs} value(s) per sequence, got {len(row)}.",
+                    field=f"{field}[{i}]",
+                    expected=f"{params.n_outputs} number(s)",
+                    got=len(row),
+                )
+            for j, value in enumerate(row):
+                try:
+                    check_number(value, f"{field}[{i}]" if params.n_outputs == 1 else f"{field}[{i}][{j}]")
+                except InvalidInput as exc:
+                    raise InvalidValue(exc.message, **exc.details) from None
+        return np.asarray(rows, dtype=np.float32)
+    n_classes = 2 if params.task == "binary" else params.n_classes
+    for i, label in enumerate(labels):
+        if isinstance(label, bool) or not isinstance(label, (int, np.integer)) or not 0 <= label < n_classes:
+            raise InvalidValue(
+                f"{field}[{i}]: a {params.task} model's labels are class ids 0 to {n_classes - 1}, got {label!r}.",
+                field=f"{field}[{i}]",
+                expected=f"an integer 0 <= id < {n_classes}",
+                got=label,
+            )
+    return np.asarray(labels, dtype=np.float32 if params.task == "binary" else np.int32)
+
+
+def _answers_field(params: ArchParams, prefix: str) -> str:
+    return f"{prefix}.targets" if params.task == "regression" else f"{prefix}.labels"
+
+
+def _input(arch: Architecture, params: ArchParams, sequences: Sequence[Sequence[Any]], **options: Any) -> np.ndarray:
+    return to_model_input(
+        sequences,
+        input_kind=arch.input_kind,
+        max_len=params.max_len,
+        vocab_size=params.vocab_size,
+        n_features=params.n_features,
+        pad_value=np.nan if params.padding == "masked" else 0.0,
+        **options,
+    )
+
+
 def prepare_user_data(
-    sequences: Sequence[Sequence[float]],
-    labels: Sequence[int],
+    sequences: Sequence[Sequence[Any]],
+    labels: Sequence[Any],
     arch: Architecture,
     params: ArchParams,
     max_values: int | None = None,
 ) -> TrainingData:
     """Validate and pad a user's training data for ``arch`` (at most ``max_values`` values once padded)."""
+    field = _answers_field(params, "data")
     if len(labels) != len(sequences):
-        raise InvalidInput(
-            "Give one label per sequence.", field="data.labels", expected=len(sequences), got=len(labels)
-        )
-    check_padded_size(len(sequences), params.max_len, max_values, "data.sequences")
-    x = to_model_input(
-        sequences,
-        input_kind=arch.input_kind,
-        max_len=params.max_len,
-        vocab_size=params.vocab_size,
-        field="data.sequences",
-    )
-    return TrainingData(x=x, y=np.asarray(labels, dtype=np.float32), source="request")
+        one = "target" if params.task == "regression" else "label"
+        raise InvalidInput(f"Give one {one} per sequence.", field=field, expected=len(sequences), got=len(labels))
+    check_padded_size(len(sequences), params.max_len, max_values, "data.sequences", params.n_features)
+    x = _input(arch, params, sequences, field="data.sequences")
+    return TrainingData(x=x, y=label_array(labels, params, field), source="request")
+
+
+def _dataset_answers(y: np.ndarray, params: ArchParams) -> list[Any]:
+    # The checks take what a request carries (Python numbers), not NumPy scalars.
+    return y.tolist() if params.task == "regression" else y.astype(np.int64).tolist()
 
 
 def prepare_dataset(raw: RawData, arch: Architecture, params: ArchParams) -> TrainingData:
     """Shape a generated built-in dataset for ``arch`` (float tasks cannot feed token models)."""
     dataset = raw.dataset
     assert dataset is not None, "only for built-in datasets"
-    if dataset.task != "binary":
-        # fit() builds the question's sigmoid head; the multi-class and regression heads come with ``task``.
+    if dataset.task != params.task:
         raise InvalidInput(
-            f"Dataset '{dataset.name}' is a {dataset.task} task; this server trains binary models only.",
-            field="dataset",
-            expected="a binary dataset",
-            got=dataset.name,
+            f"Dataset '{dataset.name}' is a {dataset.task} task; params.task asks for {params.task}.",
+            field="params.task",
+            expected=dataset.task,
+            got=params.task,
+        )
+    if dataset.n_features != params.n_features:
+        raise InvalidInput(
+            f"Dataset '{dataset.name}' has {dataset.n_features} feature(s) per step; params.n_features asks for {params.n_features}.",
+            field="params.n_features",
+            expected=dataset.n_features,
+            got=params.n_features,
         )
     if dataset.input_kind != arch.input_kind:
         raise InvalidInput(
@@ -177,11 +233,14 @@ def prepare_dataset(raw: RawData, arch: Architecture, params: ArchParams) -> Tra
             expected=f"a {arch.input_kind} dataset",
             got=dataset.name,
         )
-    data = to_model_input(
-        np.asarray(raw.sequences).tolist(), input_kind=arch.input_kind, max_len=params.max_len,
-        vocab_size=params.vocab_size, truncate="pre", field="dataset",
-    )
-    return TrainingData(x=data, y=np.asarray(raw.labels, dtype=np.float32), source=raw.source)
+    data = _input(arch, params, np.asarray(raw.sequences).tolist(), truncate="pre", field="dataset")
+    answers = label_array(_dataset_answers(np.asarray(raw.labels), params), params, _answers_field(params, "dataset"))
+    return TrainingData(x=data, y=answers, source=raw.source)
+
+
+def _keras_metric(name: str) -> str | keras.metrics.Metric:
+    # Keras knows "accuracy" and "mae" by these names; RMSE only as a class, which names it at length.
+    return keras.metrics.RootMeanSquaredError(name="rmse") if name == "rmse" else name
 
 
 EpochCallback = Callable[[int, dict[str, list[float]]], None]
@@ -218,6 +277,37 @@ class _Progress(keras.callbacks.Callback):
         self._on_epoch(epoch + 1, {k: list(v) for k, v in self._history.items()})
 
 
+class LengthBatches(keras.utils.PyDataset):
+    """Batches of NaN-pre-padded sequences of one true length each, cut to that length, for a masked model:
+    ragged data trains without a single padding step reaching the LSTM. With a ``seed`` the batches come in
+    a seeded shuffled order, reshuffled every epoch."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int | None = None) -> None:
+        super().__init__()
+        self._x, self._y = x, y
+        self._rng = None if seed is None else np.random.default_rng(seed)
+        lengths = true_lengths(x)
+        self._batches = [
+            rows[start : start + batch_size]
+            for length in np.unique(lengths)
+            for rows in [np.flatnonzero(lengths == length)]
+            for start in range(0, len(rows), batch_size)
+        ]
+        self.on_epoch_end()
+
+    def __len__(self) -> int:
+        return len(self._batches)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        rows = self._batches[index]
+        length = int(true_lengths(self._x[rows[:1]])[0])
+        return self._x[rows, self._x.shape[1] - length :], self._y[rows]
+
+    def on_epoch_end(self) -> None:
+        if self._rng is not None:
+            self._rng.shuffle(self._batches)
+
+
 def split_indices(n: int, settings: FitSettings) -> tuple[np.ndarray, np.ndarray]:
     """Seeded shuffle, then the first ``validation_split`` share validates and the rest trains."""
     order = np.random.default_rng(settings.seed).permutation(n)
@@ -240,28 +330,40 @@ def fit(
     context: JobContext,
     on_epoch: EpochCallback | None = None,
 ) -> FitResult:
-    """Fit the whole-sequence model of ``arch`` with binary cross-entropy and Adam, seeded.
+    """Fit the whole-sequence model of ``arch`` with the task's loss (binary cross-entropy, sparse categorical
+    cross-entropy or mean squared error) and Adam, seeded.
 
     ``on_epoch(epoch, history)`` sees progress; by default it is published as the job's own.
     """
     keras.utils.set_random_seed(settings.seed)
     train_idx, val_idx = split_indices(len(data.y), settings)
     model = build_sequence_model(arch, params)
-    model.compile(optimizer=keras.optimizers.Adam(), loss="binary_crossentropy", metrics=["accuracy"])
-    history: dict[str, list[float]] = {"loss": [], "accuracy": [], "val_loss": [], "val_accuracy": []}
+    metrics = METRICS[params.task]
+    model.compile(optimizer=keras.optimizers.Adam(), loss=LOSSES[params.task], metrics=[_keras_metric(m) for m in metrics])
+    names = ("loss", *metrics)
+    history: dict[str, list[float]] = {key: [] for key in (*names, *(f"val_{name}" for name in names))}
     publish = on_epoch or (lambda epoch, hist: context.update(epoch=epoch, history=hist))
     started = time.perf_counter()
     deadline = None if settings.max_seconds is None else started + settings.max_seconds
     progress = _Progress(context, history, publish, deadline)
-    model.fit(
-        data.x[train_idx],
-        data.y[train_idx],
-        validation_data=(data.x[val_idx], data.y[val_idx]) if len(val_idx) else None,
-        epochs=settings.epochs,
-        batch_size=settings.batch_size,
-        verbose=0,
-        callbacks=[progress],
-    )
+    if params.padding == "masked":
+        model.fit(
+            LengthBatches(data.x[train_idx], data.y[train_idx], settings.batch_size, settings.seed),
+            validation_data=LengthBatches(data.x[val_idx], data.y[val_idx], settings.batch_size) if len(val_idx) else None,
+            epochs=settings.epochs,
+            verbose=0,
+            callbacks=[progress],
+        )
+    else:
+        model.fit(
+            data.x[train_idx],
+            data.y[train_idx],
+            validation_data=(data.x[val_idx], data.y[val_idx]) if len(val_idx) else None,
+            epochs=settings.epochs,
+            batch_size=settings.batch_size,
+            verbose=0,
+            callbacks=[progress],
+        )
     context.check_cancelled()
     if progress.timed_out:
         raise TrainingTimeExceeded(
@@ -322,8 +424,15 @@ def prepare_training(
     Raises ``InvalidInput`` for anything that would only fail later inside the job.
     """
     if raw.dataset is not None:
-        params = resolve_params(arch, overrides, raw.dataset.max_len, settings)
-        check_padded_size(raw.dataset.n_sequences, params.max_len, settings.max_values, "params.max_len")
+        dataset = raw.dataset
+        # A built-in dataset knows its task and width: they are the defaults, the caller's params still lead.
+        defaults: dict[str, Any] = {"task": dataset.task}
+        if arch.input_kind == "float":
+            defaults["n_features"] = dataset.n_features
+        if dataset.task == "multiclass":
+            defaults["n_classes"] = dataset.n_classes
+        params = resolve_params(arch, {**defaults, **overrides}, dataset.max_len, settings)
+        check_padded_size(dataset.n_sequences, params.max_len, settings.max_values, "params.max_len", params.n_features)
         data = prepare_dataset(raw, arch, params)
     else:
         sequences, labels = raw.sequences, raw.labels

@@ -13,7 +13,8 @@ by what the previous one allowed:
    more than a member's declared size, so these bound every later read);
 3. ``config.json``: its size, then its JSON nesting depth;
 4. the architecture, computed from the config: exactly one of the five (layer classes, options and
-   input shape), its parameter count against ``MAX_MODEL_PARAMS`` and its length against
+   input shape), its task from the last Dense layer (sigmoid on 1 unit, softmax on k, linear), its features
+   per step from the input shape, its parameter count against ``MAX_MODEL_PARAMS`` and its length against
    ``MAX_SEQUENCE_LENGTH``;
 5. the weights file's declared dataset shapes (never their data) against the parameter count.
 
@@ -57,7 +58,8 @@ _LSTM_OPTIONS: dict[str, Any] = {
     "return_state": False,
     "go_backwards": False,
 }
-_HEAD_OPTIONS: dict[str, Any] = {"units": 1, "activation": "sigmoid", "use_bias": True}
+#: The head's units and activation are not compared: together they say the task (``_head``).
+_HEAD_OPTIONS: dict[str, Any] = {"use_bias": True}
 _PROJECTION_OPTIONS: dict[str, Any] = {"activation": "linear", "use_bias": True}
 _EMBEDDING_OPTIONS: dict[str, Any] = {"mask_zero": False}
 
@@ -335,10 +337,34 @@ def _identify(layers: list[dict[str, Any]], declared: str | None) -> Architectur
     return ARCHITECTURES[name]
 
 
-def _params(arch: Architecture, layers: list[dict[str, Any]]) -> dict[str, int]:
-    """Check every layer's class and options against ``arch``; return its sizes (units, vocabulary...)."""
+def _head(head: dict[str, Any], arch: str) -> dict[str, Any]:
+    """The task the last Dense layer answers: sigmoid on 1 unit is binary, softmax on k >= 2 multiclass,
+    linear on k regression (any other pairing is refused, naming the head)."""
+    _check_options(head, "Dense", _HEAD_OPTIONS, arch)
+    units = _size(head, "units")
+    activation = head.get("config", {}).get("activation")
+    if activation == "sigmoid" and units == 1:
+        return {"task": "binary"}
+    if activation == "softmax" and units >= 2:
+        return {"task": "multiclass", "n_classes": units}
+    if activation == "linear":
+        return {"task": "regression", "n_outputs": units}
+    name = head.get("config", {}).get("name")
+    raise InvalidModelFile(
+        f"Layer '{name}' (Dense) has activation={activation!r} on {units} unit(s); a head is sigmoid on 1 unit "
+        "(binary), softmax on 2 or more (multiclass) or linear (regression).",
+        field="file",
+        layer=name,
+        option="activation",
+        expected=["sigmoid", "linear"] if units == 1 else ["softmax", "linear"],
+        got=activation if isinstance(activation, str) else str(activation)[:100],
+    )
+
+
+def _params(arch: Architecture, layers: list[dict[str, Any]]) -> dict[str, Any]:
+    """Check every layer's class and options against ``arch``; return its sizes (units, vocabulary...) and task."""
     *front, recurrent, head = layers
-    _check_options(head, "Dense", _HEAD_OPTIONS, arch.name)
+    values: dict[str, Any] = _head(head, arch.name)
     lstm_options = {**_LSTM_OPTIONS, "stateful": arch.stateful}
     if arch.bidirectional:
         _check_options(recurrent, "Bidirectional", {"merge_mode": "concat"}, arch.name)
@@ -354,7 +380,7 @@ def _params(arch: Architecture, layers: list[dict[str, Any]]) -> dict[str, int]:
     else:
         _check_options(recurrent, "LSTM", lstm_options, arch.name)
         units = _size(recurrent, "units")
-    values = {"units": units}
+    values["units"] = units
     if arch.input_kind == "tokens":
         _check_options(front[0], "Embedding", _EMBEDDING_OPTIONS, arch.name)
         values.update(vocab_size=_size(front[0], "input_dim"), embedding_dim=_size(front[0], "output_dim"))
@@ -368,17 +394,22 @@ def _params(arch: Architecture, layers: list[dict[str, Any]]) -> dict[str, int]:
 
 def _how_to_build(arch: Architecture) -> str:
     if arch.stateful:
-        first = "keras.Input(batch_shape=(1, 1, 1))"
+        first = "keras.Input(batch_shape=(1, 1, n_features))"
     elif arch.input_kind == "tokens":
         first = 'keras.Input(shape=(max_len,), dtype="int32")'
     else:
-        first = "keras.Input(shape=(max_len, 1))"
-    build = "model.build((None, max_len))" if arch.input_kind == "tokens" else "model.build((None, max_len, 1))"
+        first = "keras.Input(shape=(max_len, n_features))"
+    build = "model.build((None, max_len))" if arch.input_kind == "tokens" else "model.build((None, max_len, n_features))"
     return f"start the model with {first}, or call {build} before model.save(...)"
 
 
-def _time_steps(arch: Architecture, shape: list[Any] | None) -> int | None:
-    """The fixed sequence length the input declares (``None``: not fixed); refuses a wrong input shape."""
+def _positive(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _time_steps(arch: Architecture, shape: list[Any] | None) -> tuple[int | None, int]:
+    """The fixed sequence length the input declares (``None``: not fixed) and its features per step;
+    refuses a wrong input shape."""
     if shape is None:
         raise ModelNotBuilt(
             "The model was saved before it was built: it has no input shape, so the file holds no weights. "
@@ -388,15 +419,16 @@ def _time_steps(arch: Architecture, shape: list[Any] | None) -> int | None:
             got="no input shape",
             fix=_how_to_build(arch),
         )
+    features = shape[2] if len(shape) == 3 and _positive(shape[2]) else 1
     if arch.stateful:
-        expected: list[Any] = [1, 1, 1]
-        fits = shape == expected
+        expected: list[Any] = [1, 1, "n_features"]
+        fits = shape[:2] == [1, 1] and len(shape) == 3 and _positive(shape[2])
     elif arch.input_kind == "tokens":
         expected = [None, "max_len"]
         fits = len(shape) == 2
     else:
-        expected = [None, "max_len", 1]
-        fits = len(shape) == 3 and shape[2] == 1
+        expected = [None, "max_len", "n_features"]
+        fits = len(shape) == 3 and _positive(shape[2])
     steps = None if arch.stateful or not fits else shape[1]
     if not fits or not (steps is None or (isinstance(steps, int) and not isinstance(steps, bool) and steps >= 1)):
         raise InvalidModelFile(
@@ -406,7 +438,7 @@ def _time_steps(arch: Architecture, shape: list[Any] | None) -> int | None:
             expected=expected,
             got=str(shape)[:100],
         )
-    return steps
+    return steps, features
 
 
 def _architecture(
@@ -416,7 +448,7 @@ def _architecture(
     _refuse_code(layers)
     arch = _identify(layers, declared)
     values = _params(arch, layers)
-    time_steps = _time_steps(arch, shape)
+    time_steps, values["n_features"] = _time_steps(arch, shape)
     resolved = max_len or time_steps
     if resolved is None:
         raise InvalidModelFile(

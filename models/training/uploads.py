@@ -44,8 +44,8 @@ def _uploaded_output(model: keras.Model, arch: Architecture, inputs: np.ndarray)
         for layer in model.layers:
             if getattr(layer, "stateful", False):
                 layer.reset_state()
-        for value in sequence.reshape(-1):
-            last = model(np.array([[[value]]], np.float32), training=False)
+        for step in sequence:  # (max_len, n_features): one row of features per call
+            last = model(step.reshape(1, 1, -1).astype(np.float32), training=False)
         outputs.append(np.asarray(last)[0])
     return np.stack(outputs)
 

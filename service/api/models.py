@@ -39,6 +39,11 @@ def model_public(info: ModelInfo) -> ModelPublic:
         created_at=meta.created_at,
         source=meta.source,
         backend=meta.extra.get("backend"),
+        task=meta.task,
+        n_features=meta.n_features,
+        n_classes=meta.n_classes,
+        n_outputs=meta.n_outputs,
+        padding=meta.padding,
     )
 
 
@@ -100,12 +105,13 @@ def delete_model(name: ModelName, index: IndexDep) -> Response:
 
 async def answer_predict(predictor: Predictor, metrics: Metrics, name: str, body: PredictRequest) -> PredictResponse:
     """The answer to a predict request, for the route and the fast path alike (so they cannot differ)."""
-    servable, probabilities = await predictor.predict(name, body.sequences, body.version, body.truncate)
-    metrics.predicted.labels(name).inc(len(probabilities))
-    return PredictResponse.of(name, servable.meta.version, probabilities)
+    servable, outputs = await predictor.predict(name, body.sequences, body.version, body.truncate)
+    metrics.predicted.labels(name).inc(len(outputs))
+    return PredictResponse.of(name, servable.meta.version, servable.params.task, outputs)
 
 
 @router.post("/models/{name}/predict")
 async def predict(name: ModelName, body: PredictRequest, predictor: PredictorDep, metrics: MetricsDep) -> PredictResponse:
-    """Probability and label for each sequence, in order; short sequences are pre-padded with 0."""
+    """Each sequence's prediction, in order: probability and label (binary), class probabilities and label
+    (multiclass) or values (regression); short sequences are pre-padded with 0 unless the model is masked."""
     return await answer_predict(predictor, metrics, name, body)

@@ -14,11 +14,13 @@ from service.metrics import Metrics
 from service.schemas import (
     SESSION_STATE_FORMAT,
     ErrorResponse,
+    OutputsStepResponse,
     SessionCreate,
     SessionPublic,
     SessionState,
     StepRequest,
     StepResponse,
+    step_response,
 )
 
 router = APIRouter(
@@ -75,17 +77,21 @@ async def get_session_state(session_id: str, sessions: SessionsDep) -> SessionSt
     )
 
 
-async def answer_step(sessions: SessionService, metrics: Metrics, session_id: str, body: StepRequest) -> StepResponse:
+async def answer_step(
+    sessions: SessionService, metrics: Metrics, session_id: str, body: StepRequest
+) -> StepResponse | OutputsStepResponse:
     """The answer to a step request, for the route and the fast path alike (so they cannot differ)."""
     stepped = await sessions.step(session_id, body.values, body.seq)
     if not stepped.replayed:
         metrics.steps.labels(stepped.record.model).inc(len(stepped.probabilities))
-    return StepResponse.of(session_id, stepped.record.steps_seen, stepped.probabilities)
+    return step_response(session_id, stepped.record.steps_seen, stepped.task, stepped.probabilities)
 
 
 @router.post("/sessions/{session_id}/step", responses={409: {"model": ErrorResponse}})
-async def step_session(session_id: str, body: StepRequest, sessions: SessionsDep, metrics: MetricsDep) -> StepResponse:
-    """Feed one or more timesteps in order; returns the probability after each. Send "seq" to retry safely."""
+async def step_session(
+    session_id: str, body: StepRequest, sessions: SessionsDep, metrics: MetricsDep
+) -> StepResponse | OutputsStepResponse:
+    """Feed one or more timesteps in order; returns the prediction after each. Send "seq" to retry safely."""
     return await answer_step(sessions, metrics, session_id, body)
 
 

@@ -65,13 +65,21 @@ def models_html(models: Sequence[Mapping[str, Any]]) -> str:
         (
             f"<code>{esc(m['name'])}</code>",
             esc(m["architecture"]),
+            esc(m.get("task") or "binary"),
             esc(m["version"]),
             _num((m.get("metrics") or {}).get("val_accuracy")),
             esc(m.get("backend") or "–"),
         )
         for m in models
     )
-    return _table("models", ("name", "architecture", "version", "val_accuracy", "backend"), rows, "No models yet.")
+    headers = ("name", "architecture", "task", "version", "val_accuracy", "backend")
+    return _table("models", headers, rows, "No models yet.")
+
+
+def task_text(task: str, n_features: int, n_classes: int | None, n_outputs: int | None) -> str:
+    """A model's head and input in a few words: ``multiclass (4 classes), 3 features``."""
+    head = {"multiclass": f"multiclass ({n_classes} classes)", "regression": f"regression ({n_outputs} values)"}.get(task, task)
+    return head if n_features == 1 else f"{head}, {n_features} features"
 
 
 def jobs_html(jobs: Sequence[Job]) -> str:
@@ -238,6 +246,7 @@ def index(model_index: IndexDep, jobs: JobsDep, sessions: SessionsDep) -> HTMLRe
                 "version": meta.version,
                 "metrics": meta.metrics,
                 "backend": meta.extra.get("backend"),
+                "task": task_text(meta.task, meta.n_features, meta.n_classes, meta.n_outputs),
             }
         )
     newest_first = list(reversed(jobs.list()))

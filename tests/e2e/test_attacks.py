@@ -190,6 +190,13 @@ def chain(*layers: keras.layers.Layer, shape: tuple[int, ...] = (7, 1), dtype: s
     return keras.Model(inputs, x)
 
 
+def stateful_chain(*layers: keras.layers.Layer, batch_shape: tuple[int, ...]) -> keras.Model:
+    inputs = x = keras.Input(batch_shape=batch_shape)
+    for layer in layers:
+        x = layer(x)
+    return keras.Model(inputs, x)
+
+
 def upload(service: ServiceProcess, content: bytes, name: str = "up", **form: str) -> httpx.Response:
     return service.http.post(f"/models/{name}/load", files={"file": ("model.keras", content)}, data=form)
 
@@ -266,7 +273,7 @@ NOT_THE_FIVE: dict[str, tuple[Callable[[], keras.Model], dict[str, Any]]] = {
     ),
     "tanh-head": (
         lambda: chain(keras.layers.LSTM(3), keras.layers.Dense(1, activation="tanh")),
-        {"option": "activation", "expected": "sigmoid", "got": "tanh"},
+        {"option": "activation", "expected": ["sigmoid", "linear"], "got": "tanh"},
     ),
     "merge_mode-sum": (
         lambda: chain(keras.layers.Embedding(10, 4), keras.layers.Bidirectional(keras.layers.LSTM(3), merge_mode="sum"),
@@ -279,9 +286,15 @@ NOT_THE_FIVE: dict[str, tuple[Callable[[], keras.Model], dict[str, Any]]] = {
                                   keras.layers.LSTM(3), keras.layers.Dense(1, activation="sigmoid")]),
         {"option": "mask_zero", "expected": False, "got": True},
     ),
-    "two-features-per-step": (
-        lambda: chain(keras.layers.LSTM(3), keras.layers.Dense(1, activation="sigmoid"), shape=(7, 2)),
-        {"option": "input shape", "expected": [None, "max_len", 1], "got": "[None, 7, 2]"},
+    # Several features per step are served (n_features); several steps per stateful call are not.
+    "three-steps-per-stateful-call": (
+        lambda: stateful_chain(keras.layers.LSTM(3, stateful=True), keras.layers.Dense(1, activation="sigmoid"),
+                               batch_shape=(1, 3, 1)),
+        {"option": "input shape", "expected": [1, 1, "n_features"], "got": "[1, 3, 1]"},
+    ),
+    "softmax-over-one-class": (
+        lambda: chain(keras.layers.LSTM(3), keras.layers.Dense(1, activation="softmax")),
+        {"option": "activation", "expected": ["sigmoid", "linear"], "got": "softmax"},
     ),
 }
 

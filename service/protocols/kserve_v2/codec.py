@@ -71,7 +71,8 @@ class InferCall:
 
 @dataclass(frozen=True)
 class InferAnswer:
-    """The probabilities that answer an ``InferCall``: ``[n, 1]``, one row per sequence (per step in a sequence)."""
+    """The outputs that answer an ``InferCall``: ``[n, width]`` (width 1 for a binary model's probability), one
+    row per sequence (per step in a sequence)."""
 
     call: InferCall
     version: int
@@ -245,7 +246,8 @@ def _values(tensor: Tensor, field: str) -> np.ndarray:
 
 
 def batch_of(call: InferCall, meta: ModelMeta) -> np.ndarray:
-    """The call's one input as a ``[batch, steps]`` array, checked against the model's metadata as Triton does."""
+    """The call's one input as a ``[batch, steps]`` array (``[batch, steps, n_features]`` for a model of several
+    features per step), checked against the model's metadata as Triton does."""
     model = call.model
     if len(call.inputs) != 1:
         raise InvalidInput(
@@ -267,16 +269,22 @@ def batch_of(call: InferCall, meta: ModelMeta) -> np.ndarray:
             field="inputs[0].datatype", expected=datatype, got=tensor.datatype,
         )
     shape = tensor.shape
-    if len(shape) not in (2, 3) or (len(shape) == 3 and shape[2] != 1) or 0 in shape:
+    width = meta.n_features
+    if width == 1:
+        expected, fits = "[batch, steps] or [batch, steps, 1]", len(shape) == 2 or (len(shape) == 3 and shape[2] == 1)
+    else:
+        expected, fits = f"[batch, steps, {width}]", len(shape) == 3 and shape[2] == width
+    if not fits or 0 in shape:
         raise InvalidInput(
-            f"inputs[0].shape: expected [batch, steps] or [batch, steps, 1] with batch, steps >= 1, got {list(shape)}.",
-            field="inputs[0].shape", expected="[batch, steps] or [batch, steps, 1]", got=list(shape),
+            f"inputs[0].shape: expected {expected} with batch, steps >= 1, got {list(shape)}.",
+            field="inputs[0].shape", expected=expected, got=list(shape),
         )
     if call.sequence is not None and shape[0] != 1:
+        one = "[1, steps] or [1, steps, 1]" if width == 1 else f"[1, steps, {width}]"
         raise InvalidInput(
             f"inputs[0].shape: a request in sequence {call.sequence.sequence_id} carries the next values of one "
-            f"sequence (batch 1, e.g. [1, steps]), got a batch of {shape[0]}.",
-            field="inputs[0].shape", expected="[1, steps] or [1, steps, 1]", got=list(shape),
+            f"sequence (batch 1, e.g. {one.split(' or ')[0]}), got a batch of {shape[0]}.",
+            field="inputs[0].shape", expected=one, got=list(shape),
         )
     values = _values(tensor, "inputs[0].data")
     if values.size != math.prod(shape):
@@ -284,14 +292,14 @@ def batch_of(call: InferCall, meta: ModelMeta) -> np.ndarray:
             f"inputs[0]: shape {list(shape)} holds {math.prod(shape)} values but {values.size} were sent.",
             field="inputs[0].data", expected=f"{math.prod(shape)} values", got=int(values.size),
         )
-    return values.reshape(shape[0], shape[1])
+    return values.reshape(shape[0], shape[1]) if width == 1 else values.reshape(shape)
 
 
 # --- encoding -----------------------------------------------------------------------------------------
 
 
 def _output_shape(answer: InferAnswer) -> list[int]:
-    return [len(answer.probabilities), 1]
+    return list(answer.probabilities.shape)
 
 
 def http_response(answer: InferAnswer) -> Response:
@@ -303,7 +311,7 @@ def http_response(answer: InferAnswer) -> Response:
         raw = answer.probabilities.astype("<f4").tobytes()
         output.parameters = {"binary_data_size": len(raw)}
     else:
-        output.data = [float(p) for p in answer.probabilities]
+        output.data = answer.probabilities.reshape(-1).tolist()
     body = V2InferResponse(
         model_name=call.model, model_version=str(answer.version), id=call.request_id, outputs=[output]
     ).model_dump(exclude_none=True)

@@ -10,7 +10,7 @@ from models.serving.predictor import Predictor
 from models.serving.session_service import SessionService
 from models.serving.registry import ModelRegistry
 from service.metrics import Metrics
-from service.protocols.common import INPUT_NAME, OUTPUT_NAME, input_shape
+from service.protocols.common import INPUT_NAME, OUTPUT_NAME, input_shape, output_shape
 from service.protocols.kserve_v2.codec import DATATYPES, InferAnswer, InferCall, batch_of
 from service.protocols.kserve_v2.schemas import V2ModelMetadata, V2ServerMetadata, V2TensorMetadata
 from service.protocols.kserve_v2.sequences import TritonSequences
@@ -51,10 +51,10 @@ class V2DataPlane:
             versions=[str(v) for v in info.versions],
             inputs=[
                 V2TensorMetadata(
-                    name=INPUT_NAME, datatype=DATATYPES[meta.input_kind], shape=input_shape(meta.input_kind, meta.max_len)
+                    name=INPUT_NAME, datatype=DATATYPES[meta.input_kind], shape=input_shape(meta)
                 )
             ],
-            outputs=[V2TensorMetadata(name=OUTPUT_NAME, datatype="FP32", shape=[-1, 1])],
+            outputs=[V2TensorMetadata(name=OUTPUT_NAME, datatype="FP32", shape=output_shape(meta))],
         )
 
     async def model_ready(self, name: str, version: int | None) -> bool:
@@ -69,7 +69,7 @@ class V2DataPlane:
         return True
 
     async def infer(self, call: InferCall) -> InferAnswer:
-        """Probabilities for the call's sequences, or, in a Triton sequence, after each of its values."""
+        """Outputs for the call's sequences, or, in a Triton sequence, after each of its values."""
         meta = self.registry.index.meta(call.model, call.version)
         batch = batch_of(call, meta)
         if call.sequence is None:

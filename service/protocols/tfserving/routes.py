@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from models.errors import InvalidInput
 from models.serving.model_index import ModelIndex
 from service.deps import IndexDep, MetricsDep, ModelName, PredictorDep
-from service.protocols.common import INPUT_NAME, OUTPUT_NAME, Version, input_shape, predict_sequences
+from service.protocols.common import INPUT_NAME, OUTPUT_NAME, Version, input_shape, output_shape, predict_sequences
 from service.protocols.tfserving.codec import sequences_from_inputs, sequences_from_instances
 from service.protocols.routing import ProtocolRoute
 from service.protocols.tfserving.errors import render_error
@@ -55,8 +55,8 @@ def _metadata(index: ModelIndex, name: str, version: int | None) -> TfMetadataRe
     meta = index.meta(name, version)
     dtype = "DT_FLOAT" if meta.input_kind == "float" else "DT_INT32"
     signature = TfSignatureDef(
-        inputs={INPUT_NAME: _tensor(dtype, input_shape(meta.input_kind, meta.max_len), f"{SIGNATURE}_{INPUT_NAME}:0")},
-        outputs={OUTPUT_NAME: _tensor("DT_FLOAT", [-1, 1], "StatefulPartitionedCall:0")},
+        inputs={INPUT_NAME: _tensor(dtype, input_shape(meta), f"{SIGNATURE}_{INPUT_NAME}:0")},
+        outputs={OUTPUT_NAME: _tensor("DT_FLOAT", output_shape(meta), "StatefulPartitionedCall:0")},
     )
     return TfMetadataResponse(
         model_spec=TfModelSpec(name=name, version=str(meta.version)),
@@ -72,7 +72,7 @@ async def _predict(
     predictor: PredictorDep,
     metrics: MetricsDep,
 ) -> TfPredictResponse | TfColumnarResponse:
-    version = index.meta(name, version).version  # an unknown model or version is a 404 before any input error
+    meta = index.meta(name, version)  # an unknown model or version is a 404 before any input error
     if body.signature_name not in (None, "", SIGNATURE):
         raise InvalidInput(
             f"signature_name: the model has one signature, '{SIGNATURE}'; got '{body.signature_name}'.",
@@ -81,12 +81,11 @@ async def _predict(
             got=body.signature_name,
         )
     if body.instances is not None:
-        sequences = sequences_from_instances(body.instances)
+        sequences = sequences_from_instances(body.instances, meta.n_features)
     else:
         assert body.inputs is not None, "the schema requires one of the two"
-        sequences = sequences_from_inputs(body.inputs)
-    _, probabilities = await predict_sequences(predictor, metrics, name, sequences, version)
-    rows = [[p] for p in probabilities]
+        sequences = sequences_from_inputs(body.inputs, meta.n_features)
+    _, rows = await predict_sequences(predictor, metrics, name, sequences, meta.version)
     return TfPredictResponse(predictions=rows) if body.instances is not None else TfColumnarResponse(outputs=rows)
 
 
@@ -119,7 +118,8 @@ def version_metadata(name: ModelName, version: Version, index: IndexDep) -> TfMe
 async def predict(
     name: ModelName, body: TfPredictRequest, index: IndexDep, predictor: PredictorDep, metrics: MetricsDep
 ) -> TfPredictResponse | TfColumnarResponse:
-    """Probabilities with the latest version: ``{"predictions": [[p], ...]}`` or ``{"outputs": [[p], ...]}``."""
+    """Outputs with the latest version: ``{"predictions": [[p], ...]}`` or ``{"outputs": [[p], ...]}``, a row of
+    the output's width (class probabilities, regression values) per sequence."""
     return await _predict(name, None, body, index, predictor, metrics)
 
 
