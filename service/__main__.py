@@ -2,9 +2,11 @@
 
 import logging
 import signal
+import sys
 from types import FrameType
 
 import uvicorn
+from pydantic import ValidationError
 
 from service.config import get_settings
 from service.server import bounded_protocol
@@ -20,7 +22,10 @@ def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
 
 def main() -> None:
     """Run the service until interrupted."""
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ValidationError as exc:  # a setting a user got wrong: say which and why, without a traceback
+        sys.exit(f"lstm-serve: cannot start: {exc}")
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(
@@ -28,6 +33,9 @@ def main() -> None:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        access_log=settings.access_log,
+        # Each worker is a spawned process importing service.app:app, so each reads the same settings.
+        workers=settings.workers,
         # Bounds on what one client may hold (README: Security): connections at once, idle keep-alive,
         # and the time and size of a request's head and body.
         limit_concurrency=settings.limit_concurrency,

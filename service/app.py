@@ -92,7 +92,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await anyio.to_thread.run_sync(_ensure_demo_model, index, jobs, settings)
         await registry.open()
         batcher = BatchScheduler(
-            settings.batch_max_size, settings.batch_timeout_us / 1e6, settings.batch_threads, on_batch=metrics.batch
+            settings.batch_max_size,
+            settings.batch_timeout_us / 1e6,
+            settings.batch_threads,
+            inline_max_cost=settings.batch_inline_max_values,
+            on_batch=metrics.batch,
         )
         app.state.predictor = Predictor(
             registry, batcher, settings.max_sequences_per_request, settings.max_padded_values

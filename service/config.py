@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     batch_max_size: int = Field(256, ge=1, description="Most requests merged into one engine call")
     batch_timeout_us: int = Field(0, ge=0, description="Longest a request waits for others to join its batch")
     batch_threads: int = Field(1, ge=1, description="Threads running engine calls (these machines have 2 cores)")
+    batch_inline_max_values: int = Field(
+        1024, ge=0, description="A request alone (no batch forming or running) with at most this many input values "
+        "(a step: values x max_len) runs on the event loop, without the hand-off to a batch thread; 0: never"
+    )
     fast_path: bool = Field(True, description="Answer valid predict and step bodies without FastAPI's routing")
     max_loaded_versions: int = Field(
         8, ge=1, description="Most model versions kept loaded; past it the least recently used is unloaded "
@@ -85,6 +89,13 @@ class Settings(BaseSettings):
     )
     demo_model: bool = Field(True, description="Train the 'demo' model at first start if the store is empty")
     log_level: str = "info"
+    access_log: bool = Field(
+        False, description="One log line per request (uvicorn's access log); off by default: it cost 15-31 % of "
+        "req/s (bench/), and /metrics counts every request by route and status anyway"
+    )
+    workers: int = Field(
+        1, ge=1, description="Uvicorn worker processes sharing the port; more than 1 needs SESSION_STORE=redis://"
+    )
 
     @field_validator("session_store")
     @classmethod
@@ -99,6 +110,16 @@ class Settings(BaseSettings):
         if value is not None and not value.startswith(REDIS_SCHEMES):
             raise ValueError("JOB_QUEUE must be unset or a redis://, rediss:// or unix:// URL")
         return value
+
+    @model_validator(mode="after")
+    def _workers_share_sessions(self) -> "Settings":
+        if self.workers > 1 and self.session_store == "memory":
+            raise ValueError(
+                f"WORKERS={self.workers} needs SESSION_STORE=redis://...: each worker process would keep its own "
+                "in-memory sessions, and a session's next step can reach a worker that does not know it. "
+                "Set SESSION_STORE to a Redis URL, or WORKERS=1."
+            )
+        return self
 
 
 def get_settings() -> Settings:

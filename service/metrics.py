@@ -2,6 +2,7 @@
 
 import time
 from collections.abc import Hashable, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -62,6 +63,20 @@ class Metrics:
             ["code"], registry=self.registry,
         )
         self.jobs = Gauge("lstm_serve_jobs", "Jobs known, by status.", ["status"], registry=self.registry)
+        #: (method, route, status) -> its request counter and latency histogram. ``labels()`` checks and locks on
+        #: every call (about 6 us for the two, against 1.4 us through this cache): the hot path looks them up once.
+        self._request_series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Count one HTTP request under its route template and status, and time it."""
+        series = self._request_series.get((method, route, status))
+        if series is None:
+            series = self._request_series[(method, route, status)] = (
+                self.requests.labels(method, route, str(status)),
+                self.latency.labels(route),
+            )
+        series[0].inc()
+        series[1].observe(seconds)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
@@ -128,5 +143,4 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_and_record)
         finally:
             route = getattr(scope.get("route"), "path", "unmatched")
-            self.metrics.requests.labels(scope["method"], route, str(status)).inc()
-            self.metrics.latency.labels(route).observe(time.perf_counter() - started)
+            self.metrics.observe_request(scope["method"], route, status, time.perf_counter() - started)

@@ -19,6 +19,8 @@ the internet (see the README's Security section for what a reverse proxy must ad
 import asyncio
 import json
 import logging
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -32,12 +34,18 @@ _CODES = {408: "request_timeout", 431: "request_header_fields_too_large"}
 class BoundedHttpProtocol(HttpToolsProtocol):
     """Uvicorn's httptools protocol with a deadline for the request head and body and a bound on the head size."""
 
-    header_timeout_s: float = 10.0
-    max_header_bytes: int = 64 * 1024
-    body_timeout_s: float = 30.0
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        header_timeout_s: float = 10.0,
+        max_header_bytes: int = 64 * 1024,
+        body_timeout_s: float = 30.0,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
+        self.header_timeout_s = header_timeout_s
+        self.max_header_bytes = max_header_bytes
+        self.body_timeout_s = body_timeout_s
         self._head_bytes = 0
         self._refused = False
         self._deadline: asyncio.TimerHandle | None = None
@@ -128,10 +136,15 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
 
-def bounded_protocol(header_timeout_s: float, max_header_bytes: int, body_timeout_s: float) -> type[BoundedHttpProtocol]:
-    """``BoundedHttpProtocol`` with these bounds, as the class uvicorn's ``http=`` option takes."""
-    return type(
-        "BoundedHttpProtocol",
-        (BoundedHttpProtocol,),
-        {"header_timeout_s": header_timeout_s, "max_header_bytes": max_header_bytes, "body_timeout_s": body_timeout_s},
+def bounded_protocol(
+    header_timeout_s: float, max_header_bytes: int, body_timeout_s: float
+) -> Callable[..., BoundedHttpProtocol]:
+    """``BoundedHttpProtocol`` with these bounds, as uvicorn's ``http=`` option takes it (any callable making a
+    protocol). A ``partial`` of a module-level class pickles, so uvicorn's spawned worker processes get it too
+    (``WORKERS`` > 1); a class made at run time would not."""
+    return partial(
+        BoundedHttpProtocol,
+        header_timeout_s=header_timeout_s,
+        max_header_bytes=max_header_bytes,
+        body_timeout_s=body_timeout_s,
     )

@@ -1,5 +1,6 @@
 """The benchmark's baseline servers answer like lstm-serve's predict route (shape, padding); nothing is timed."""
 
+import asyncio
 from pathlib import Path
 
 import keras
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from bench import null_server
+from bench import null_server, sessions_memory
 from bench.naive_server import MODEL_PATH_ENV, create_app
 
 MAX_LEN = 6
@@ -68,3 +69,13 @@ def test_null_server_answers_the_same_shape_without_a_model() -> None:
     assert body["model"] == "demo"
     assert [set(p) for p in body["predictions"]] == [{"probability", "label"}] * 2
     assert bad.status_code == 422
+
+
+def test_sessions_memory_bench_holds_creates_and_steps_every_session(trained_dir: Path) -> None:
+    """``bench/sessions_memory.py`` end to end at a tiny size (its own asserts check the last session was stepped)."""
+    result = asyncio.run(sessions_memory.measure(trained_dir, count=300, chunk=100, probe=20, model="m-lstm"))
+    assert result["sessions"] == 300
+    assert set(result) == {
+        "sessions", "bytes_per_session", "create_and_step_per_s", "step_p50_ms", "step_p99_ms", "reap_sweep_ms"
+    }
+    assert result["step_p99_ms"] >= result["step_p50_ms"] > 0

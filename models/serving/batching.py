@@ -4,8 +4,13 @@ Concurrent requests for the same model version are queued together and run as on
 ``/predict`` batches concatenate their sequences (all padded to the version's ``max_len``, so one shape
 per version), and session steps of many sessions advance as one call per timestep (the idea of
 Triton's sequence batcher). A request waits at most ``timeout_s`` for others to join; a batch never
-exceeds ``max_batch_size`` requests; engine work runs on ``num_threads`` worker threads, never on the
-event loop.
+exceeds ``max_batch_size`` requests; batches run on ``num_threads`` worker threads.
+
+A lone request does not pay for batching it does not need: when no batch is forming or running, a request
+small enough (``cost`` at most ``inline_max_cost``) first lets the requests already read in this turn of
+the event loop join it, and when none did it runs at once on the event loop. Handing it to a worker thread
+and waking the loop back cost more than the engine call itself (py-spy at one connection: README,
+Performance). Under concurrency requests still merge into batches on the worker threads.
 """
 
 import asyncio
@@ -37,24 +42,47 @@ class BatchScheduler:
         max_batch_size: int = 256,
         timeout_s: float = 0.0,
         num_threads: int = 1,
+        inline_max_cost: int = 0,
         on_batch: Callable[[Hashable, int], None] | None = None,
     ) -> None:
         self.max_batch_size = max_batch_size
         #: Told each batch's key and size as it starts (the metrics' batch-size histograms).
         self._on_batch = on_batch or (lambda key, size: None)
         self.timeout_s = timeout_s
+        #: Largest ``cost`` a lone request may have to run on the event loop (0: never; a timeout waits anyway).
+        self.inline_max_cost = inline_max_cost if timeout_s == 0 else 0
         self._queues: dict[Hashable, _Queue[Any, Any]] = {}
         self._executor = ThreadPoolExecutor(max_workers=num_threads, thread_name_prefix="batch")
         self._running: set[asyncio.Task[None]] = set()
 
-    async def submit(self, key: Hashable, item: Item, run: Callable[[list[Item]], list[Result]]) -> Result:
-        """Queue ``item`` under ``key``; ``run`` maps a list of items to their results, in order."""
+    async def submit(
+        self, key: Hashable, item: Item, run: Callable[[list[Item]], list[Result]], cost: int | None = None
+    ) -> Result:
+        """Queue ``item`` under ``key``; ``run`` maps a list of items to their results, in order.
+
+        ``cost`` (the caller's measure of the engine work, e.g. input values) lets a lone request run inline;
+        ``None`` always queues it."""
         loop = asyncio.get_running_loop()
+        alone = key not in self._queues and not self._running
         queue = self._queues.setdefault(key, _Queue(run))
         future: asyncio.Future[Result] = loop.create_future()
         queue.items.append(item)
         queue.futures.append(future)
-        if len(queue.items) >= self.max_batch_size:
+        if alone and self.inline_max_cost and cost is not None and cost <= self.inline_max_cost:
+            lone = False
+            try:
+                await asyncio.sleep(0)  # the requests already read in this turn of the loop join here
+            finally:  # even when cancelled: a queue left behind would never be flushed
+                if self._queues.get(key) is queue:
+                    lone = len(queue.items) == 1
+                    if lone:
+                        del self._queues[key]
+                    else:
+                        self._flush(key)
+            if lone:
+                self._on_batch(key, 1)
+                return run(queue.items)[0]
+        elif len(queue.items) >= self.max_batch_size:
             self._flush(key)
         elif len(queue.items) == 1:
             loop.call_later(self.timeout_s, self._flush, key)
@@ -104,6 +132,14 @@ def step_batch(servable: Servable, items: list[StepItem]) -> list[StepResult]:
     Sessions with fewer values drop out of the batch once they are done. Each result is the model's
     output after every one of that session's steps (``(steps, output_width)``) and its new ``(h, c)``.
     """
+    # A lone session (the inline path): the row bookkeeping below cost as much as its engine call (py-spy).
+    if len(items) == 1:
+        values, h, c = items[0]
+        probabilities = np.empty(len(values), np.float64)
+        for t in range(len(values)):
+            p, h, c = servable.step(values[t : t + 1], h, c)
+            probabilities[t] = p[0]
+        return [(probabilities, h, c)]
     sequences = [values for values, _, _ in items]
     h = np.concatenate([h for _, h, _ in items])
     c = np.concatenate([c for _, _, c in items])

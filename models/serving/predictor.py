@@ -43,5 +43,7 @@ class Predictor:
             batch = await anyio.to_thread.run_sync(servable.to_input, sequences, truncate)
         else:
             batch = servable.to_input(sequences, truncate)
-        probabilities = await self.batcher.submit(("predict", servable), batch, partial(predict_batch, servable))
+        probabilities = await self.batcher.submit(
+            ("predict", servable), batch, partial(predict_batch, servable), cost=batch.size
+        )
         return servable, probabilities

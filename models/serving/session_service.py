@@ -224,8 +224,9 @@ class SessionService:
                     )
                 return Stepped(record, replayed, replayed=True, task=params.task)
             h, c = decode_state(record.state, servable.params.units)
+            # Each value is one engine call, about the cost of one sequence's predict call: count max_len each.
             probabilities, h, c = await self.batcher.submit(
-                ("step", servable), (x, h, c), partial(step_batch, servable)
+                ("step", servable), (x, h, c), partial(step_batch, servable), cost=len(x) * servable.params.max_len
             )
             saved = await self.store.save(record.stepped(encode_state(h, c), digest, probabilities))
         return Stepped(saved, probabilities, replayed=False, task=params.task)
