@@ -284,7 +284,8 @@ class MemorySessionStore:
         return dict(self._live_models(time.time()))
 
     def _live_models(self, now: float) -> Counter[str]:
-        return Counter(record.model for record in self._records.values() if record.expires_at > now)
+        # A stored session is (expires_at, steps_seen, ttl_s, (model, version, incarnation), data).
+        return Counter(stored[3][0] for stored in self._records.values() if stored[0] > now)
 
     async def close(self) -> None:
         self._records.clear()
