@@ -135,7 +135,7 @@ def step_batch(servable: Servable, items: list[StepItem]) -> list[StepResult]:
     # A lone session (the inline path): the row bookkeeping below cost as much as its engine call (py-spy).
     if len(items) == 1:
         values, h, c = items[0]
-        probabilities = np.empty(len(values), np.float64)
+        probabilities = np.empty((len(values), servable.params.output_width), np.float32)
         for t in range(len(values)):
             p, h, c = servable.step(values[t : t + 1], h, c)
             probabilities[t] = p[0]
