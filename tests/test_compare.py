@@ -138,6 +138,38 @@ def test_report_schema_is_in_openapi(client: TestClient) -> None:
     assert {"$ref": "#/components/schemas/ComparisonReport"} in job_report["anyOf"]
 
 
+def test_compare_on_the_regression_dataset_takes_its_task_and_ranks_by_error(client: TestClient) -> None:
+    job = run_compare(client, dataset="next_value", architectures=["lstm", "td_dense_lstm"])
+    report = comparison_report(job["report"])
+    assert report.task == "regression" and report.ranked_by == "val_mae" and report.validated
+    errors = [row.metric("val_mae") for row in report.leaderboard]
+    assert all(e is not None and e >= 0 for e in errors) and errors == sorted(errors)
+    for row in report.leaderboard:
+        # RMSE is never below MAE: both come from the fit's history, on the same held-out sequences.
+        assert row.metric("val_rmse") is not None and row.metric("val_rmse") >= row.metric("val_mae") - 1e-6
+    assert "accuracy" not in report.recommendation and "error" in report.recommendation
+
+
+def test_training_on_the_movements_dataset_takes_its_task_width_and_classes(client: TestClient) -> None:
+    body = {"architecture": "lstm", "dataset": "movements", "epochs": 1, "params": dict(SMALL_PARAMS)}
+    response = client.post("/models/moves/train", json=body)
+    assert response.status_code == 202, response.text
+    assert wait_for_job(client, response.json()["job_id"])["status"] == "succeeded"
+    model = client.get("/models/moves").json()
+    assert (model["task"], model["n_features"], model["n_classes"]) == ("multiclass", 3, 4)
+    answer = client.post("/models/moves/predict", json={"sequences": [[[0.1, -0.2, 0.3]] * 5]})
+    assert answer.status_code == 200, answer.text
+    (prediction,) = answer.json()["predictions"]
+    assert len(prediction["probabilities"]) == 4 and abs(sum(prediction["probabilities"]) - 1) < 1e-5
+    assert prediction["label"] == int(np.argmax(prediction["probabilities"]))
+    refused = client.post(
+        "/models/moves2/train", json={**body, "params": {**SMALL_PARAMS, "task": "regression"}}
+    )
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["error"]["details"]["field"] == "params.task"
+    assert refused.json()["error"]["details"]["expected"] == "multiclass"
+
+
 def test_compare_refuses_what_cannot_work(client: TestClient) -> None:
     floats = {"sequences": [[0.5, 1.5], [0.1, 0.2]] * 3, "labels": [0, 1] * 3}
     response = client.post("/compare", json={"data": floats, "architectures": ["embedding_bilstm"]})

@@ -228,7 +228,7 @@ def test_data_and_dataset_message_says_exactly_one(client: TestClient) -> None:
 def test_unknown_dataset_lists_the_builtins(client: TestClient) -> None:
     error = assert_error(_train(client, {"dataset": "mnist"}), 422, "dataset_not_found", "dataset")
     assert error["details"]["got"] == "mnist"
-    assert set(error["details"]["expected"]) == {"noisy_trend", "long_memory", "token_pattern", "token_cue_start"}
+    assert set(error["details"]["expected"]) == {"noisy_trend", "long_memory", "token_pattern", "token_cue_start", "movements", "next_value"}
 
 
 def test_training_non_finite_values(client: TestClient) -> None:
