@@ -18,7 +18,8 @@ so slow drifts of this shared machine hit every server alike; each cell reports 
 Then it steps 256 sessions round-robin on lstm-serve, with sessions in-process and (when Redis answers at
 ``--redis-url``) on a second lstm-serve keeping them in Redis, and measures session memory on a fresh process.
 KServe V2 inference is measured over gRPC beside HTTP on the same lstm-serve process (``bench.v2_load``:
-one asyncio Python client for both, since wrk speaks no gRPC; compare them by server CPU per request).
+one asyncio Python client for both, since wrk speaks no gRPC; compare them by server CPU per request), and so
+are session steps over WebSocket streams beside the HTTP step route, for 1 and 64 clients (``bench.stream_load``).
 Results go to stdout and ``bench/results.md``. Every process started here is killed in a ``finally``.
 
 ``--peers`` runs the peer benchmark instead (``bench/peers/runner.py``): the same model and load against
@@ -54,7 +55,7 @@ import redis
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench import v2_load  # noqa: E402
+from bench import stream_load, v2_load  # noqa: E402
 from tests.process import drop_redis_keys  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -412,6 +413,7 @@ class Cell:
 
 #: Table rows of the V2 infer loads, by transport.
 V2_ROWS = {"http": "lstm-serve v2 http", "grpc": "lstm-serve v2 grpc"}
+STREAM_ROWS = {"http": "steps http (python)", "websocket": "steps websocket", "websocket-pipelined": "steps ws pipelined"}
 
 # --------------------------------------------------------------------------------------------------
 # Steps of the benchmark
@@ -493,6 +495,23 @@ def run_v2(kind: str, server: Server, grpc_port: int, connections: int, duration
         socket_errors=0,
         cpu_ms_per_request=cpu * 1000.0 / load.requests if load.requests else float("nan"),
         raw={"probability": probability},
+    )
+
+
+def run_stream_steps(kind: str, server: Server, session_ids: list[str], duration: float) -> WrkResult:
+    """One client per session stepping it value by value (``http`` or ``websocket``), as a ``WrkResult`` row."""
+    cpu_before = server.cpu_seconds()
+    load = stream_load.run(kind, server.url, session_ids, duration)
+    cpu = server.cpu_seconds() - cpu_before
+    return WrkResult(
+        rps=load.rps,
+        p50_ms=load.percentile(50),
+        p99_ms=load.percentile(99),
+        requests=load.requests,
+        status_errors=load.errors,
+        socket_errors=0,
+        cpu_ms_per_request=cpu * 1000.0 / load.requests if load.requests else float("nan"),
+        raw={},
     )
 
 
@@ -671,6 +690,7 @@ def render(
     cells: dict[tuple[str, int], Cell],
     connections: list[int],
     step_connections: list[int],
+    stream_clients: list[int],
     memory: dict[str, float] | None,
     meta: dict[str, str],
     probabilities: dict[str, float],
@@ -747,6 +767,25 @@ def render(
         for c, h, g in v2:
             if h and g and h.runs and g.runs:
                 lines.append(f"| {c} | {ratio(g.rps, h.rps)} | {h.cpu_ms:.3f} | {g.cpu_ms:.3f} |")
+    streams = [(c, cells.get((STREAM_ROWS["http"], c)), cells.get((STREAM_ROWS["websocket"], c)),
+                cells.get((STREAM_ROWS["websocket-pipelined"], c))) for c in stream_clients]
+    if any(h and w and h.runs and w.runs for _, h, w, _ in streams):
+        lines += ["", "Session steps over WebSocket streams beside the HTTP step route (one session per client, one value "
+                  "per step, each client waiting for its answer; the same Python asyncio client for both, so server CPU "
+                  "per step is the fairer comparison):", "",
+                  f"| clients | WebSocket steps/s | HTTP steps/s | WebSocket / HTTP | p50 ms WS / HTTP | server CPU ms/step WS / HTTP "
+                  f"| pipelined WS ({stream_load.PIPELINE_WINDOW} in flight) steps/s | pipelined / HTTP |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for c, h, w, p in streams:
+            if h and w and h.runs and w.runs:
+                piped = f"{p.rps:,.0f} | {ratio(p.rps, h.rps)}" if p and p.runs else "- | -"
+                lines.append(f"| {c} | {w.rps:,.0f} | {h.rps:,.0f} | {ratio(w.rps, h.rps)} | {w.p50:.2f} / {h.p50:.2f} "
+                             f"| {w.cpu_ms:.3f} / {h.cpu_ms:.3f} | {piped} |")
+        one = next(((h, w) for c, h, w, _ in streams if c == 1 and h and w and h.runs and w.runs), None)
+        if one:
+            share = one[1].rps / one[0].rps
+            lines += ["", f"One client: WebSocket steps at {share:.1f}x the HTTP step route "
+                      f"({'meets' if share >= 3 else 'MISSES'} the >= 3x goal; the Python client caps both)."]
     if memory:
         per = memory["bytes_per_session"]
         verdict = "meets" if per <= 1024 else "MISSES"
@@ -771,6 +810,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds; cells report medians (default 3)")
     parser.add_argument("--connections", default="1,8,32", help="predict connection counts (default 1,8,32)")
     parser.add_argument("--step-connections", default="1,32", help="session-step connection counts (default 1,32)")
+    parser.add_argument("--stream-clients", default="1,64", help="WebSocket vs HTTP step clients (default 1,64)")
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1: leave the CPU to the server)")
     parser.add_argument("--sessions", type=int, default=256, help="sessions stepped round-robin (default 256)")
     parser.add_argument("--memory-sessions", type=int, default=10_000, help="sessions for the memory check")
@@ -803,6 +843,7 @@ def main(argv: list[str] | None = None) -> int:
     args.output = args.output or RESULTS
     connections = [int(c) for c in args.connections.split(",")]
     step_connections = [int(c) for c in args.step_connections.split(",")]
+    stream_clients = [int(c) for c in args.stream_clients.split(",")]
 
     wrk = ensure_wrk()
     meta = collect_meta(wrk, args.duration, args.repeats) | {"n_sessions": str(args.sessions)}
@@ -860,6 +901,9 @@ def main(argv: list[str] | None = None) -> int:
                     .replace("@NTHREADS@", str(max(1, min(args.threads, c))))
                 )
 
+        # Sessions of their own for the stream rows (one per client), stepped by both transports in turn.
+        stream_ids = create_sessions(servers["lstm-serve"], max(stream_clients))
+
         # Short warm-up under load (first wrk connections, JIT-ish caches, thread pools).
         for label, server in servers.items():
             run_wrk(wrk, server.url + f"/models/{MODEL_NAME}/predict", predict_lua, 8, 1, args.threads)
@@ -883,6 +927,12 @@ def main(argv: list[str] | None = None) -> int:
                     cells.setdefault((row, c), Cell(row, c)).runs.append(result)
                     print(f"  round {round_no} {row:18s} c={c:<3d} {result.rps:9.1f} req/s  p50 {result.p50_ms:7.2f} ms"
                           f"  p99 {result.p99_ms:7.2f} ms  cpu {result.cpu_ms_per_request:6.3f} ms/req  errors {result.status_errors}", flush=True)
+            for c in stream_clients:
+                for kind, row in STREAM_ROWS.items():
+                    result = run_stream_steps(kind, servers["lstm-serve"], stream_ids[:c], args.duration)
+                    cells.setdefault((row, c), Cell(row, c)).runs.append(result)
+                    print(f"  round {round_no} {row:18s} c={c:<3d} {result.rps:9.1f} req/s  p50 {result.p50_ms:7.2f} ms"
+                          f"  p99 {result.p99_ms:7.2f} ms  cpu {result.cpu_ms_per_request:6.3f} ms/req  errors {result.status_errors}", flush=True)
             for c in step_connections:
                 for label, server in steppers.items():
                     result = run_wrk(wrk, server.url, step_lua[(label, c)], c, args.duration, args.threads, server)
@@ -900,7 +950,7 @@ def main(argv: list[str] | None = None) -> int:
         if use_redis:
             drop_redis_keys(args.redis_url, redis_prefix)
 
-    publish(render(cells, connections, step_connections, memory, meta, probabilities), args.output)
+    publish(render(cells, connections, step_connections, stream_clients, memory, meta, probabilities), args.output)
     return 0
 
 

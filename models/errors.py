@@ -105,6 +105,12 @@ class StepOutOfOrder(Conflict):
     code = "step_out_of_order"
 
 
+class StateMismatch(Conflict):
+    """A session state (a snapshot, or the session to fork) belongs to another model, incarnation or version."""
+
+    code = "state_mismatch"
+
+
 class JobNotCancellable(Conflict):
     code = "job_not_cancellable"
 

@@ -41,6 +41,9 @@ def main() -> None:
         limit_concurrency=settings.limit_concurrency,
         timeout_keep_alive=settings.keep_alive_timeout_s,
         http=bounded_protocol(settings.header_read_timeout_s, settings.max_header_bytes, settings.body_read_timeout_s),
+        # A WebSocket message is bounded like an HTTP body (larger ones close the stream with 1009), so one
+        # stream holds at most STREAM_MAX_PENDING such messages.
+        ws_max_size=settings.max_body_bytes,
     )
 
 

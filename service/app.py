@@ -17,7 +17,7 @@ from models.serving.model_index import ModelIndex
 from models.serving.registry import ModelRegistry
 from models.training.job_queue import InProcessJobs, JobOrder
 from models.training.redis_jobs import RedisJobQueue
-from service.api import catalog, compare, docs, health, jobs, models, sessions, ui
+from service.api import catalog, compare, docs, health, jobs, models, sessions, stream, ui
 from service.config import Settings, get_settings
 from service.deps import ReadAccess
 from service.errors import install_error_handlers
@@ -96,6 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.batch_timeout_us / 1e6,
             settings.batch_threads,
             inline_max_cost=settings.batch_inline_max_values,
+            on_batch=metrics.batch,
         )
         app.state.predictor = Predictor(
             registry, batcher, settings.max_sequences_per_request, settings.max_padded_values
@@ -107,11 +108,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 lock_ttl_s=settings.session_lock_ttl_s,
                 lock_wait_s=settings.session_lock_wait_s,
                 timeout_s=settings.session_store_timeout_s,
+                on_error=metrics.store_error,
             ),
             registry,
             batcher,
             default_ttl_s=settings.session_ttl_s,
             max_sessions=settings.max_sessions,
+            events=metrics.session_events(),
         )
         app.state.v2 = V2DataPlane(registry, app.state.predictor, app.state.sessions, metrics, app.version)
         grpc_server = GrpcServer(app.state.v2, settings) if settings.grpc_port else None
@@ -159,6 +162,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     guarded = {401: {"model": ErrorResponse}, 413: {"model": ErrorResponse}}
     for router in (catalog.router, models.router, jobs.router, sessions.router, compare.router):
         app.include_router(router, dependencies=[ReadAccess], responses=guarded)
+    # Streams check the key themselves: a WebSocket refused with a close code says why, and browsers send it
+    # as a subprotocol (service.auth.authorization_of).
+    app.include_router(stream.router)
     for router in (tfserving.router, kserve_v2.router):
         app.include_router(router, dependencies=[ReadAccess])
     return app

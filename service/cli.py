@@ -29,6 +29,9 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 from rich.console import Console
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from websockets.sync.client import ClientConnection
+from websockets.sync.client import connect as ws_connect
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -81,9 +84,9 @@ class Api:
     """The few HTTP calls the CLI makes; every error answer becomes an ``ApiError``."""
 
     def __init__(self, url: str, api_key: str | None, timeout: float = 60.0) -> None:
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.url = url.rstrip("/")
-        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+        self.http = httpx.Client(base_url=self.url, headers=self.headers, timeout=timeout)
 
     def call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         response = self.http.request(method, path, **kwargs)
@@ -93,6 +96,10 @@ class Api:
 
     def json(self, method: str, path: str, **kwargs: Any) -> Any:
         return self.call(method, path, **kwargs).json()
+
+    def stream(self, path: str) -> ClientConnection:
+        """A WebSocket to ``path`` on the service, with the same key; ``OSError``/``InvalidHandshake`` if refused."""
+        return ws_connect(re.sub(r"^http", "ws", self.url) + path, additional_headers=self.headers, open_timeout=10)
 
     def close(self) -> None:
         self.http.close()
@@ -408,17 +415,86 @@ def _lines(interactive: bool) -> Iterable[str]:
         yield line
 
 
+class _HttpSteps:
+    """Steps through ``POST /sessions/{id}/step``: one request each."""
+
+    transport = "HTTP"
+
+    def __init__(self, api: Api, session_id: str) -> None:
+        self.api = api
+        self.session_id = session_id
+
+    def step(self, values: list[Any]) -> dict[str, Any]:
+        return self.api.json("POST", f"/sessions/{self.session_id}/step", json={"values": values})
+
+    def close(self) -> None:
+        pass
+
+
+class _StreamSteps:
+    """Steps over the session's WebSocket stream: one message each on one connection."""
+
+    transport = "WebSocket"
+
+    def __init__(self, connection: ClientConnection) -> None:
+        self.connection = connection
+        json.loads(self.connection.recv(timeout=30))  # the first message is the session
+
+    def step(self, values: list[Any]) -> dict[str, Any]:
+        try:
+            self.connection.send(json.dumps({"values": values}))
+            answer = json.loads(self.connection.recv(timeout=60))
+        except ConnectionClosed as exc:  # a fatal error closed the stream: 4000 + its HTTP status
+            code = exc.rcvd.code if exc.rcvd else 1006
+            reason = exc.rcvd.reason if exc.rcvd else "connection lost"
+            raise ApiError(code - 4000 if code >= 4000 else 503, reason or "stream_closed", "The stream was closed.") from None
+        if "error" in answer:
+            # An error the stream goes on after (a fatal one closes it: the next step says so).
+            error = answer["error"]
+            raise ApiError(422, error["code"], error["message"], error.get("details"))
+        return answer
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+def _open_steps(api: Api, session_id: str, use_http: bool) -> _HttpSteps | _StreamSteps:
+    """The session's WebSocket stream when the service takes one, else HTTP steps."""
+    if not use_http:
+        try:
+            return _StreamSteps(api.stream(f"/sessions/{session_id}/stream"))
+        except (OSError, InvalidHandshake, ConnectionClosed, TimeoutError):
+            pass  # e.g. a proxy in front that does not pass WebSockets
+    return _HttpSteps(api, session_id)
+
+
+def _session_body(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The create body: ``ttl_s``, and where to start (``--fork``, or ``--state-file`` when it exists)."""
+    body: dict[str, Any] = {"ttl_s": args.ttl} if args.ttl else {}
+    if args.fork:
+        body["fork_of"] = args.fork
+    if args.state_file and Path(args.state_file).exists():
+        if args.fork:
+            raise UsageError("give --fork or an existing --state-file, not both")
+        try:
+            body["state"] = _read_json(Path(args.state_file).read_text(), args.state_file)
+        except OSError as exc:
+            raise UsageError(f"cannot read {args.state_file}: {exc.strerror}") from None
+    return body or None
+
+
 def cmd_session(api: Api, args: argparse.Namespace) -> int:
-    body = {"ttl_s": args.ttl} if args.ttl else None
     # A model of several features per step takes one step (its n_features numbers) per line.
     n_features = api.json("GET", f"/models/{args.name}").get("n_features", 1)
-    session = api.json("POST", f"/models/{args.name}/sessions", json=body)
+    session = api.json("POST", f"/models/{args.name}/sessions", json=_session_body(args))
     session_id = session["session_id"]
+    steps = _open_steps(api, session_id, args.http)
     interactive = sys.stdin.isatty()
     if interactive:
         what = "one or more values per line" if n_features == 1 else f"one step of {n_features} values per line"
         out.print(
-            f"Session {session_id} on '{session['model']}' version {session['version']}. "
+            f"Session {session_id} on '{session['model']}' version {session['version']}, at step "
+            f"{session['steps_seen']}, over {steps.transport}. "
             f"Type {what} (spaces or commas), 'reset' or 'quit'.",
             markup=False,
         )
@@ -435,8 +511,7 @@ def cmd_session(api: Api, args: argparse.Namespace) -> int:
                 continue
             try:
                 values = _parse_values(line)
-                steps = values if n_features == 1 else [values]
-                result = api.json("POST", f"/sessions/{session_id}/step", json={"values": steps})
+                result = steps.step(values if n_features == 1 else [values])
             except UsageError as exc:
                 err.print(f"error: {exc}", markup=False)
                 continue
@@ -449,10 +524,17 @@ def cmd_session(api: Api, args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        steps.close()
         try:
-            api.call("DELETE", f"/sessions/{session_id}")
-        except (ApiError, httpx.TransportError):
-            pass
+            if args.state_file:
+                state = api.json("GET", f"/sessions/{session_id}/state")
+                Path(args.state_file).write_text(json.dumps(state))
+                err.print(f"State at step {state['steps_seen']} saved to {args.state_file}", markup=False)
+        finally:
+            try:
+                api.call("DELETE", f"/sessions/{session_id}")
+            except (ApiError, httpx.TransportError):
+                pass
     return 0
 
 
@@ -572,6 +654,12 @@ def build_parser() -> argparse.ArgumentParser:
     session = commands.add_parser("session", parents=[common], help="step values through a model's state")
     session.add_argument("name")
     session.add_argument("--ttl", type=int, help="idle seconds before the session expires")
+    session.add_argument("--fork", metavar="SESSION_ID", help="start at this live session's state (it is untouched); write --fork=ID, as ids may begin with '-'")
+    session.add_argument(
+        "--state-file", metavar="FILE",
+        help="start at the snapshot in FILE if it exists, and save the session's state there at the end",
+    )
+    session.add_argument("--http", action="store_true", help="step over HTTP, not the WebSocket stream")
     session.set_defaults(handler=cmd_session)
 
     for name, handler, text in (

@@ -67,6 +67,10 @@ class Settings(BaseSettings):
         "A request makes at most one call that can stall (the first that does ends it), so 0.8 s answers a "
         "stalled Redis within 2 s even after a slow lock"
     )
+    stream_max_pending: int = Field(
+        64, ge=1, le=10_000, description="Most unanswered messages per WebSocket stream; past it the server stops "
+        "reading from that connection until it has answered (a client that stops reading cannot grow memory)"
+    )
     batch_max_size: int = Field(256, ge=1, description="Most requests merged into one engine call")
     batch_timeout_us: int = Field(0, ge=0, description="Longest a request waits for others to join its batch")
     batch_threads: int = Field(1, ge=1, description="Threads running engine calls (these machines have 2 cores)")

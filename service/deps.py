@@ -1,12 +1,14 @@
 """FastAPI dependencies: the objects the lifespan built, handed to routes as ``Annotated`` aliases.
 
 All are ``async def``: none blocks, and FastAPI would run a plain ``def`` dependency in its thread pool,
-a hop that cost more than the whole model call (measured in bench/).
+a hop that cost more than the whole model call (measured in bench/). The getters take the connection
+(``HTTPConnection``), so WebSocket routes (``service.api.stream``) get the same objects as HTTP routes.
 """
 
 from typing import Annotated, Any
 
 from fastapi import Depends, Path, Request
+from starlette.requests import HTTPConnection
 from fastapi.exceptions import RequestValidationError
 
 from models.training.job_queue import JobQueue
@@ -22,36 +24,36 @@ from service.protocols.kserve_v2.dataplane import V2DataPlane
 from service.schemas import NAME_PATTERN
 
 
-async def get_settings(request: Request) -> Settings:
-    return request.app.state.settings
+async def get_settings(connection: HTTPConnection) -> Settings:
+    return connection.app.state.settings
 
 
-async def get_registry(request: Request) -> ModelRegistry:
-    return request.app.state.registry
+async def get_registry(connection: HTTPConnection) -> ModelRegistry:
+    return connection.app.state.registry
 
 
-async def get_index(request: Request) -> ModelIndex:
-    return request.app.state.registry.index
+async def get_index(connection: HTTPConnection) -> ModelIndex:
+    return connection.app.state.registry.index
 
 
-async def get_jobs(request: Request) -> JobQueue:
-    return request.app.state.jobs
+async def get_jobs(connection: HTTPConnection) -> JobQueue:
+    return connection.app.state.jobs
 
 
-async def get_metrics(request: Request) -> Metrics:
-    return request.app.state.metrics
+async def get_metrics(connection: HTTPConnection) -> Metrics:
+    return connection.app.state.metrics
 
 
-async def get_predictor(request: Request) -> Predictor:
-    return request.app.state.predictor
+async def get_predictor(connection: HTTPConnection) -> Predictor:
+    return connection.app.state.predictor
 
 
-async def get_sessions(request: Request) -> SessionService:
-    return request.app.state.sessions
+async def get_sessions(connection: HTTPConnection) -> SessionService:
+    return connection.app.state.sessions
 
 
-async def get_v2(request: Request) -> V2DataPlane:
-    return request.app.state.v2
+async def get_v2(connection: HTTPConnection) -> V2DataPlane:
+    return connection.app.state.v2
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

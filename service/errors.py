@@ -67,11 +67,15 @@ class Problem:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+def native_body(problem: Problem) -> dict[str, Any]:
+    """The native error body: ``{"error": {"code", "message", "details"}}`` (HTTP and WebSocket messages)."""
+    return {"error": {"code": problem.code, "message": problem.message, "details": problem.details}}
+
+
 def native_response(problem: Problem) -> JSONResponse:
-    """The native error body: ``{"error": {"code", "message", "details"}}``."""
-    body = {"error": {"code": problem.code, "message": problem.message, "details": problem.details}}
+    """The native error body as an HTTP response with the problem's status."""
     headers = {"WWW-Authenticate": "Bearer"} if problem.status == 401 else None
-    return JSONResponse(body, status_code=problem.status, headers=headers)
+    return JSONResponse(native_body(problem), status_code=problem.status, headers=headers)
 
 
 def _shorten(value: Any) -> Any:

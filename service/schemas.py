@@ -275,9 +275,38 @@ class HealthStatus(BaseModel):
     status: Literal["ok", "loading", "jobs_unavailable"]
 
 
+#: The ``format`` of a session state snapshot; another layout would get another name.
+SESSION_STATE_FORMAT = "lstm-serve.session-state.v1"
+StateMatrix = Annotated[list[Annotated[list[FiniteNumber], Field(min_length=1)]], Field(min_length=1, max_length=1)]
+
+
+class SessionState(RequestModel):
+    """A session's portable state: the model incarnation and version it runs on, how far it got, and its LSTM
+    state (``h``, ``c``: one row of ``units`` float32 values each, exact as JSON numbers)."""
+
+    format: Literal["lstm-serve.session-state.v1"] = Field(description="This layout's name and version")
+    model: str
+    incarnation: str = Field(description="Which model of that name (a new one after a delete)")
+    version: int = Field(ge=1)
+    steps_seen: int = Field(ge=0)
+    h: StateMatrix = Field(description="Hidden state, shape [1, units]")
+    c: StateMatrix = Field(description="Cell state, shape [1, units]")
+
+
 class SessionCreate(RequestModel):
     ttl_s: int | None = Field(None, ge=1, le=7 * 24 * 3600, description="Idle seconds before expiry")
     version: int | None = Field(None, ge=1, description="Model version to pin (default: latest)")
+    fork_of: str | None = Field(
+        None, min_length=1, max_length=64, description="Start at this live session's current state (it is untouched)"
+    )
+    state: SessionState | None = Field(None, description="Start at this snapshot (from GET /sessions/{id}/state)")
+
+    @model_validator(mode="after")
+    def _one_start(self) -> "SessionCreate":
+        given = [name for name in ("version", "fork_of", "state") if getattr(self, name) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give at most one of 'version', 'fork_of' and 'state' (got {', '.join(given)})")
+        return self
 
 
 class SessionPublic(BaseModel):

@@ -188,3 +188,34 @@ def test_options_appear_only_under_the_commands_they_apply_to(command: str, list
     if command == "serve":
         refused = subprocess.run([str(CLI), "serve", "--url", "http://x"], capture_output=True, text=True, timeout=TIMEOUT_S)
         assert refused.returncode == 2 and "unrecognized arguments: --url" in refused.stderr
+
+
+def test_session_streams_over_the_websocket_and_saves_and_restores_its_state(
+    service: ServiceProcess, trained_model: subprocess.CompletedProcess[str], tmp_path: Path
+) -> None:
+    assert trained_model.returncode == 0
+    state_file = tmp_path / "state.json"
+    first = run_cli(service, "session", MODEL, "--state-file", str(state_file), stdin="0.1\n0.2 0.3\nquit\n")
+    assert first.returncode == 0, first.stderr
+    assert "WebSocket /sessions/" in service.log_tail(200)  # stepped over the stream, not HTTP
+    saved = json.loads(state_file.read_text())
+    assert saved["steps_seen"] == 3 and saved["format"] == "lstm-serve.session-state.v1"
+    assert "saved to" in first.stderr
+
+    # Restored from the file, over HTTP this time: it goes on at step 3 as one session fed all four values.
+    again = run_cli(service, "session", MODEL, "--http", "--state-file", str(state_file), stdin="0.4\n")
+    assert again.returncode == 0, again.stderr
+    steps = re.findall(r"steps_seen (\d+)\s+probability ([0-9.]+)", again.stdout)
+    assert [int(s) for s, _ in steps] == [4]
+    session = service.http.post(f"/models/{MODEL}/sessions").json()["session_id"]
+    direct = service.http.post(f"/sessions/{session}/step", json={"values": [0.1, 0.2, 0.3, 0.4]}).json()
+    assert float(steps[0][1]) == pytest.approx(direct["probability"], abs=1e-6)
+
+    # A fork of that session answers what the session itself answers next, and leaves it untouched.
+    # --fork=ID: a session id may begin with "-", which argparse would take for an option after a space.
+    forked = run_cli(service, "session", MODEL, f"--fork={session}", stdin="0.5\n")
+    assert forked.returncode == 0, forked.stderr
+    fork_p = float(re.findall(r"steps_seen 5\s+probability ([0-9.]+)", forked.stdout)[0])
+    assert service.http.get(f"/sessions/{session}").json()["steps_seen"] == 4
+    own = service.http.post(f"/sessions/{session}/step", json={"values": [0.5]}).json()["probability"]
+    assert fork_p == pytest.approx(own, abs=1e-6)

@@ -1,10 +1,15 @@
 """Operations: liveness, readiness, Prometheus /metrics, and the OpenAPI docs."""
 
 import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 from fastapi.testclient import TestClient
 
 from tests.conftest import TRAINED
+from tests.test_sessions import store_settings  # noqa: F401 - the fixture (memory and Redis)
 
 
 def _sample(text: str, name: str, labels: str = "") -> float | None:
@@ -92,3 +97,40 @@ def test_openapi_and_docs(client: TestClient) -> None:
     assert docs.status_code == 200
     assert "text/html" in docs.headers["content-type"]
     assert "swagger" in docs.text.lower()
+
+
+def test_session_metrics_move_as_sessions_are_created_stepped_and_expire(
+    app_client: Callable[..., TestClient], trained_dir: Path, store_settings: dict[str, Any]  # noqa: F811
+) -> None:
+    client = app_client(trained_dir, session_reap_interval_s=0.2, **store_settings)
+
+    def sample(name: str, labels: str = "") -> float:
+        return _sample(client.get("/metrics").text, name, labels) or 0.0
+
+    assert sample("lstm_serve_sessions_live", '{model="m-lstm"}') == 0.0
+    short = client.post("/models/m-lstm/sessions", json={"ttl_s": 1}).json()["session_id"]
+    kept = client.post("/models/m-lstm/sessions").json()["session_id"]
+    client.post("/models/m-lstm/sessions", json={"fork_of": kept})
+    dropped = client.post("/models/m-td/sessions").json()["session_id"]
+    assert sample("lstm_serve_sessions_live", '{model="m-lstm"}') == 3.0
+    assert sample("lstm_serve_sessions_live", '{model="m-td"}') == 1.0
+    assert sample("lstm_serve_sessions_created_total", '{model="m-lstm"}') == 3.0
+
+    assert client.post(f"/sessions/{kept}/step", json={"values": [0.1, 0.2, 0.3]}).status_code == 200
+    client.post("/models/m-lstm/predict", json={"sequences": [[0.1], [0.2]]})
+    assert sample("lstm_serve_session_steps_total", '{model="m-lstm"}') == 3.0
+    assert sample("lstm_serve_batch_size_requests_count", '{kind="step"}') == 1.0
+    assert sample("lstm_serve_batch_size_requests_count", '{kind="predict"}') == 1.0
+    assert sample("lstm_serve_session_lock_wait_seconds_count") == 1.0
+
+    assert client.delete(f"/sessions/{dropped}").status_code == 204
+    assert sample("lstm_serve_sessions_deleted_total") == 1.0
+    assert _sample(client.get("/metrics").text, "lstm_serve_sessions_live", '{model="m-td"}') is None
+
+    deadline = time.monotonic() + 10
+    while sample("lstm_serve_sessions_expired_total") < 1.0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert sample("lstm_serve_sessions_expired_total") == 1.0
+    assert sample("lstm_serve_sessions_live", '{model="m-lstm"}') == 2.0
+    assert client.get(f"/sessions/{short}").status_code == 404
+    assert sample("lstm_serve_session_store_errors_total", '{code="state_store_unavailable"}') == 0.0

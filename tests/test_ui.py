@@ -6,6 +6,7 @@ import re
 import shutil
 import struct
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +162,17 @@ def test_page_renders_in_headless_chromium(tmp_path: Path) -> None:
         assert "<code>ui-model</code>" in dom.stdout
     finally:
         service.kill()
+
+
+def test_page_shows_live_sessions_by_model(app_client: Callable[..., TestClient], trained_dir: Path) -> None:
+    client = app_client(trained_dir)
+    assert "No live sessions." in client.get("/").text
+    for model in ("m-lstm", "m-lstm", "m-emb"):
+        assert client.post(f"/models/{model}/sessions").status_code == 201
+    page = client.get("/").text
+    table = page[page.index('<table id="sessions">') :]
+    table = table[: table.index("</table>")]
+    assert "<td>m-emb</td><td>1</td>" in table and "<td>m-lstm</td><td>2</td>" in table
 
 
 def test_page_shows_the_task_metric_columns_of_a_regression_report() -> None:

@@ -38,9 +38,16 @@ class BatchScheduler:
     """Merges concurrent requests that share a key into one call of that key's ``run`` function."""
 
     def __init__(
-        self, max_batch_size: int = 256, timeout_s: float = 0.0, num_threads: int = 1, inline_max_cost: int = 0
+        self,
+        max_batch_size: int = 256,
+        timeout_s: float = 0.0,
+        num_threads: int = 1,
+        inline_max_cost: int = 0,
+        on_batch: Callable[[Hashable, int], None] | None = None,
     ) -> None:
         self.max_batch_size = max_batch_size
+        #: Told each batch's key and size as it starts (the metrics' batch-size histograms).
+        self._on_batch = on_batch or (lambda key, size: None)
         self.timeout_s = timeout_s
         #: Largest ``cost`` a lone request may have to run on the event loop (0: never; a timeout waits anyway).
         self.inline_max_cost = inline_max_cost if timeout_s == 0 else 0
@@ -73,6 +80,7 @@ class BatchScheduler:
                     else:
                         self._flush(key)
             if lone:
+                self._on_batch(key, 1)
                 return run(queue.items)[0]
         elif len(queue.items) >= self.max_batch_size:
             self._flush(key)
@@ -83,6 +91,7 @@ class BatchScheduler:
     def _flush(self, key: Hashable) -> None:
         queue = self._queues.pop(key, None)
         if queue is not None and queue.items:
+            self._on_batch(key, len(queue.items))
             task = asyncio.ensure_future(self._run(queue))
             self._running.add(task)
             task.add_done_callback(self._running.discard)

@@ -17,7 +17,8 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -121,7 +122,8 @@ class SessionStore(Protocol):
     ``StateStoreUnavailable`` when the store cannot be reached in time (then nothing was changed)."""
 
     async def create(self, record: SessionRecord, max_sessions: int) -> None:
-        """Add a new session; ``CapacityExceeded`` when ``max_sessions`` are live."""
+        """Add a new session (at the record's state: zero, or a fork's or snapshot's); ``CapacityExceeded`` when
+        ``max_sessions`` are live."""
         ...
 
     async def get(self, session_id: str) -> SessionRecord:
@@ -144,7 +146,11 @@ class SessionStore(Protocol):
         ...
 
     async def reap(self) -> int:
-        """Drop expired sessions; return how many."""
+        """Drop expired sessions; return how many (each expired session is counted by one reap, on one replica)."""
+        ...
+
+    async def live_by_model(self) -> dict[str, int]:
+        """How many sessions are live, by model name."""
         ...
 
     async def close(self) -> None:
@@ -234,9 +240,8 @@ class MemorySessionStore:
         )
 
     async def create(self, record: SessionRecord, max_sessions: int) -> None:
-        if len(self._records) >= max_sessions:
-            await self.reap()
-        if len(self._records) >= max_sessions:
+        # Expired records are counted out, not removed: the reaper removes them and counts them as expired.
+        if len(self._records) >= max_sessions and sum(self._live_models(time.time()).values()) >= max_sessions:
             raise _full(max_sessions)
         self._records[record.session_id] = self._pack(record)
 
@@ -275,6 +280,13 @@ class MemorySessionStore:
             await asyncio.sleep(0)
         return reaped
 
+    async def live_by_model(self) -> dict[str, int]:
+        return dict(self._live_models(time.time()))
+
+    def _live_models(self, now: float) -> Counter[str]:
+        # A stored session is (expires_at, steps_seen, ttl_s, (model, version, incarnation), data).
+        return Counter(stored[3][0] for stored in self._records.values() if stored[0] > now)
+
     async def close(self) -> None:
         self._records.clear()
         self._pins.clear()
@@ -298,7 +310,7 @@ redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 return r
 """
 
-#: KEYS session, lock, index; ARGV token, session id, expires_at, expiry ms, steps_seen, state, last.
+#: KEYS session, lock, index, model index; ARGV token, session id, expires_at, expiry ms, steps_seen, state, last.
 #: 1 written (and the lock released), 0 the lock is no longer this token's (nothing written), -1 the session
 #: was deleted meanwhile. The fence: the state is written only in the same script that checks the token.
 SAVE_AND_UNLOCK = """
@@ -308,6 +320,7 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 redis.call('HSET', KEYS[1], 'expires_at', ARGV[3], 'steps_seen', ARGV[5], 'state', ARGV[6], 'last', ARGV[7])
 redis.call('PEXPIREAT', KEYS[1], ARGV[4])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
+redis.call('ZADD', KEYS[4], ARGV[3], ARGV[2])
 return 1
 """
 
@@ -318,24 +331,28 @@ if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) else redis
 return 1
 """
 
-#: KEYS session, index; ARGV now, max sessions, session id, expires_at, expiry ms, model, version,
-#: incarnation, ttl_s. Sweep expired ids, count, create: one script, so replicas creating at once never
-#: exceed the cap together. 1 created, 0 full.
+#: KEYS session, index, model index, models; ARGV now, max sessions, session id, expires_at, expiry ms, model,
+#: version, incarnation, ttl_s, steps_seen, state (a fork or a restored snapshot starts past zero). Count the
+#: live ids and create: one script, so replicas creating at once never exceed the cap together. Expired ids are
+#: left to the reaper (REAP), which counts them. 1 created, 0 full.
 CREATE_CAPPED = """
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
-if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[2]) then return 0 end
+if redis.call('ZCOUNT', KEYS[2], '(' .. ARGV[1], '+inf') >= tonumber(ARGV[2]) then return 0 end
 redis.call('HSET', KEYS[1], 'model', ARGV[6], 'version', ARGV[7], 'incarnation', ARGV[8], 'ttl_s', ARGV[9],
-  'expires_at', ARGV[4], 'steps_seen', 0, 'state', '', 'last', '')
+  'expires_at', ARGV[4], 'steps_seen', ARGV[10], 'state', ARGV[11], 'last', '')
 redis.call('PEXPIREAT', KEYS[1], ARGV[5])
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])
+redis.call('SADD', KEYS[4], ARGV[6])
 return 1
 """
 
-#: KEYS session, index; ARGV session id, now. 1 deleted, 0 not live.
+#: KEYS session, index; ARGV session id, now, prefix of the model indexes. 1 deleted, 0 not live.
 DELETE = """
 local expires_at = redis.call('HGET', KEYS[1], 'expires_at')
+local model = redis.call('HGET', KEYS[1], 'model')
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
+if model then redis.call('ZREM', ARGV[3] .. model, ARGV[1]) end
 if not expires_at or tonumber(expires_at) <= tonumber(ARGV[2]) then return 0 end
 return 1
 """
@@ -347,8 +364,29 @@ if not r[1] or tonumber(r[5]) <= tonumber(ARGV[1]) then return nil end
 return r
 """
 
+#: KEYS index, models; ARGV now, prefix of the model indexes. Sweep expired ids from the index and each model's
+#: index (dropping models with none left); the number swept from the index.
+REAP = """
+local swept = redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+for _, model in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  redis.call('ZREMRANGEBYSCORE', ARGV[2] .. model, '-inf', ARGV[1])
+  if redis.call('EXISTS', ARGV[2] .. model) == 0 then redis.call('SREM', KEYS[2], model) end
+end
+return swept
+"""
+
+#: KEYS models; ARGV now, prefix of the model indexes. A flat list: model, live count, model, live count...
+LIVE_BY_MODEL = """
+local counts = {}
+for _, model in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  counts[#counts + 1] = model
+  counts[#counts + 1] = redis.call('ZCOUNT', ARGV[2] .. model, '(' .. ARGV[1], '+inf')
+end
+return counts
+"""
+
 _SCRIPTS = {script: hashlib.sha1(script.encode()).hexdigest() for script in
-            (LOCK_AND_READ, SAVE_AND_UNLOCK, RENEW_OR_RELEASE, CREATE_CAPPED, DELETE, READ)}
+            (LOCK_AND_READ, SAVE_AND_UNLOCK, RENEW_OR_RELEASE, CREATE_CAPPED, DELETE, READ, REAP, LIVE_BY_MODEL)}
 
 
 class _NotSent(Exception):
@@ -520,10 +558,16 @@ class RedisSessionStore:
         lock_wait_s: float = 5.0,
         timeout_s: float = 0.8,
         max_connections: int = 16,
+        on_error: Callable[[str], None] | None = None,
     ) -> None:
         self._pipeliner = _Pipeliner(url, timeout_s, max_connections)
+        #: Told the code of each failed call (``state_store_unavailable``, ``state_unknown``): the metrics count them.
+        self._on_error = on_error or (lambda code: None)
         self._prefix = prefix
         self._index = f"{prefix}sessions"
+        # Per model: the ids of its sessions scored by expiry (live sessions by model), and the set of their names.
+        self._model_index_prefix = f"{prefix}sessions-of:"
+        self._models = f"{prefix}session-models"
         self._lock_ttl_ms = max(1, round(lock_ttl_s * 1000))
         self._lock_wait_s = lock_wait_s
         self._local = _KeyedLocks()
@@ -559,11 +603,13 @@ class RedisSessionStore:
                 raise  # a script error is a bug: let it surface as one
             log.warning("Session store call failed: %r", exc.__cause__ if isinstance(exc, _NotSent) else exc)
             if if_lost and not isinstance(exc, _NotSent):
+                self._on_error(StateUnknown.code)
                 raise StateUnknown(
                     "The change was sent to the session store (Redis), which did not confirm it in time: it may or "
                     f"may not be applied. {if_lost}",
                     **(details or {}),
                 ) from exc
+            self._on_error(StateStoreUnavailable.code)
             raise StateStoreUnavailable(
                 "The session store (Redis) did not answer in time; nothing was changed. Retry shortly.", **(details or {})
             ) from exc
@@ -586,9 +632,10 @@ class RedisSessionStore:
         created = await self._script(
             None,
             CREATE_CAPPED,
-            (self._key(record.session_id), self._index),
+            (self._key(record.session_id), self._index, self._model_index_prefix + record.model, self._models),
             (repr(time.time()), max_sessions, record.session_id, repr(record.expires_at),
-             _expiry_ms(record.expires_at), record.model, record.version, record.incarnation, record.ttl_s),
+             _expiry_ms(record.expires_at), record.model, record.version, record.incarnation, record.ttl_s,
+             record.steps_seen, record.state),
             if_lost="If it was, that session (whose id you did not get) expires unused after its ttl_s; start another.",
         )
         if not created:
@@ -640,7 +687,8 @@ class RedisSessionStore:
         written = await self._script(
             record.session_id,
             SAVE_AND_UNLOCK,
-            (self._key(record.session_id), self._lock_key(record.session_id), self._index),
+            (self._key(record.session_id), self._lock_key(record.session_id), self._index,
+             self._model_index_prefix + record.model),
             (token, record.session_id, repr(saved.expires_at), _expiry_ms(saved.expires_at), saved.steps_seen,
              saved.state, saved.last_step),
             if_lost="Read the session, or retry with 'seq'.",
@@ -687,15 +735,20 @@ class RedisSessionStore:
 
     async def delete(self, session_id: str) -> None:
         deleted = await self._script(
-            session_id, DELETE, (self._key(session_id), self._index), (session_id, repr(time.time())),
+            session_id, DELETE, (self._key(session_id), self._index),
+            (session_id, repr(time.time()), self._model_index_prefix),
             if_lost="Read the session to see whether it is gone, or delete it again.",
         )
         if not deleted:
             raise _not_found(session_id)
 
     async def reap(self) -> int:
-        # Redis expires the hashes itself; only the index needs sweeping.
-        return int(await self._call("ZREMRANGEBYSCORE", self._index, "-inf", repr(time.time())))
+        # Redis expires the hashes itself; only the indexes need sweeping.
+        return int(await self._script(None, REAP, (self._index, self._models), (repr(time.time()), self._model_index_prefix)))
+
+    async def live_by_model(self) -> dict[str, int]:
+        flat = await self._script(None, LIVE_BY_MODEL, (self._models,), (repr(time.time()), self._model_index_prefix))
+        return {flat[i].decode(): int(flat[i + 1]) for i in range(0, len(flat), 2) if int(flat[i + 1])}
 
     async def close(self) -> None:
         for task in [self._renewer, *self._background]:
@@ -710,9 +763,18 @@ def _expiry_ms(expires_at: float) -> int:
 
 
 def open_session_store(
-    url: str, prefix: str, *, lock_ttl_s: float, lock_wait_s: float, timeout_s: float
+    url: str,
+    prefix: str,
+    *,
+    lock_ttl_s: float,
+    lock_wait_s: float,
+    timeout_s: float,
+    on_error: Callable[[str], None] | None = None,
 ) -> SessionStore:
-    """``memory`` or a ``redis://`` URL, as in the ``SESSION_STORE`` setting."""
+    """``memory`` or a ``redis://`` URL, as in the ``SESSION_STORE`` setting; ``on_error`` is told the code of
+    each store call that failed (Redis only: the memory store cannot fail)."""
     if url == "memory":
         return MemorySessionStore(lock_wait_s)
-    return RedisSessionStore(url, prefix, lock_ttl_s=lock_ttl_s, lock_wait_s=lock_wait_s, timeout_s=timeout_s)
+    return RedisSessionStore(
+        url, prefix, lock_ttl_s=lock_ttl_s, lock_wait_s=lock_wait_s, timeout_s=timeout_s, on_error=on_error
+    )

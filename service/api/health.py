@@ -2,9 +2,11 @@
 
 from collections import Counter
 
+import anyio.from_thread
 from fastapi import APIRouter, Response
 
-from service.deps import IndexDep, JobsDep, MetricsDep, RegistryDep
+from models.errors import Unavailable
+from service.deps import IndexDep, JobsDep, MetricsDep, RegistryDep, SessionsDep
 from service.schemas import HealthStatus
 
 router = APIRouter(tags=["operations"])
@@ -32,9 +34,15 @@ def ready(registry: RegistryDep, jobs: JobsDep, response: Response) -> HealthSta
 
 
 @metrics_router.get("/metrics", response_class=Response)
-def metrics(metrics: MetricsDep, index: IndexDep, jobs: JobsDep) -> Response:
+def metrics(metrics: MetricsDep, index: IndexDep, jobs: JobsDep, sessions: SessionsDep) -> Response:
     """Prometheus text format."""
     metrics.models.set(len(index.names()))
+    # Counted when scraped: the store holds every replica's sessions.
+    try:
+        metrics.set_live_sessions(anyio.from_thread.run(sessions.live_by_model))
+    except Unavailable:
+        pass  # Redis down: the gauge keeps its last values, lstm_serve_session_store_errors_total counts it
+
     counts = Counter(job.status for job in jobs.list())
     for status in ("queued", "running", "succeeded", "failed", "cancelled"):
         metrics.jobs.labels(status).set(counts.get(status, 0))

@@ -3,17 +3,21 @@
 from datetime import UTC, datetime
 from typing import Annotated
 
+import numpy as np
 from fastapi import APIRouter, Body, Response
 
 from models.serving.session_service import SessionService
+from models.serving.session_service import SessionState as DomainState
 from models.serving.session_store import SessionRecord
 from service.deps import MetricsDep, ModelName, SessionsDep
 from service.metrics import Metrics
 from service.schemas import (
+    SESSION_STATE_FORMAT,
     ErrorResponse,
     OutputsStepResponse,
     SessionCreate,
     SessionPublic,
+    SessionState,
     StepRequest,
     StepResponse,
     step_response,
@@ -45,9 +49,32 @@ def session_public(record: SessionRecord) -> SessionPublic:
 async def create_session(
     name: ModelName, sessions: SessionsDep, body: Annotated[SessionCreate | None, Body()] = None
 ) -> SessionPublic:
-    """Start a session at the zero state, pinned to the model's current version."""
+    """Start a session pinned to a model version: at the zero state, a live session's state ("fork_of") or a snapshot ("state")."""
     body = body or SessionCreate()
-    return session_public(await sessions.create(name, body.ttl_s, body.version))
+    if body.fork_of is not None:
+        record = await sessions.fork(name, body.fork_of, body.ttl_s)
+    elif body.state is not None:
+        record = await sessions.restore(name, _domain_state(body.state), body.ttl_s)
+    else:
+        record = await sessions.create(name, body.ttl_s, body.version)
+    return session_public(record)
+
+
+def _domain_state(snapshot: SessionState) -> DomainState:
+    return DomainState(
+        snapshot.model, snapshot.incarnation, snapshot.version, snapshot.steps_seen,
+        np.asarray(snapshot.h, np.float32), np.asarray(snapshot.c, np.float32),
+    )
+
+
+@router.get("/sessions/{session_id}/state")
+async def get_session_state(session_id: str, sessions: SessionsDep) -> SessionState:
+    """The session's model incarnation, version, steps_seen and LSTM state (h, c): restore it with POST /models/{name}/sessions."""
+    state = await sessions.state(session_id)
+    return SessionState(
+        format=SESSION_STATE_FORMAT, model=state.model, incarnation=state.incarnation, version=state.version,
+        steps_seen=state.steps_seen, h=state.h.tolist(), c=state.c.tolist(),
+    )
 
 
 async def answer_step(

@@ -9,6 +9,8 @@ Example::
 """
 
 import html
+
+import anyio.from_thread
 from collections.abc import Iterable, Mapping, Sequence
 from string import Template
 from typing import Any
@@ -18,9 +20,9 @@ from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 
 from models.architectures import ARCHITECTURES
-from models.errors import NotFound
+from models.errors import NotFound, Unavailable
 from models.training.jobs import Job
-from service.deps import IndexDep, JobsDep
+from service.deps import IndexDep, JobsDep, SessionsDep
 from service.schemas import comparison_report
 
 router = APIRouter(include_in_schema=False)
@@ -186,6 +188,7 @@ $refresh
 <main>
 <section id="compare-section"><h2>Latest comparison</h2>$compare</section>
 <section><h2>Models</h2>$models</section>
+<section><h2>Live sessions</h2>$sessions</section>
 <section><h2>Recent jobs</h2>$jobs</section>
 <section><h2>Architectures</h2>$architectures</section>
 </main>
@@ -197,8 +200,22 @@ $refresh
 REFRESH_SCRIPT = f"<script>setTimeout(function () {{ location.reload(); }}, {REFRESH_S * 1000});</script>"
 
 
-def render_page(models: Sequence[Mapping[str, Any]], jobs: Sequence[Job], latest_compare: Job | None) -> str:
-    """The whole page from plain data (``jobs`` newest first); pure, so it can be tested on its own."""
+def sessions_html(live: Mapping[str, int] | None) -> str:
+    """Live sessions by model; ``None`` when the session store could not say."""
+    if live is None:
+        return '<p class="empty">The session store did not answer.</p>'
+    rows = ((esc(model), esc(count)) for model, count in sorted(live.items()))
+    return _table("sessions", ("model", "live sessions"), rows, "No live sessions.")
+
+
+def render_page(
+    models: Sequence[Mapping[str, Any]],
+    jobs: Sequence[Job],
+    latest_compare: Job | None,
+    live_sessions: Mapping[str, int] | None = None,
+) -> str:
+    """The whole page from plain data (``jobs`` newest first; ``live_sessions`` by model, ``None`` when unknown);
+    pure, so it can be tested on its own."""
     active = sum(j.status in ACTIVE for j in jobs)
     summary = f"{len(models)} model{'s' * (len(models) != 1)}, {active} active job{'s' * (active != 1)}"
     return PAGE.substitute(
@@ -207,12 +224,13 @@ def render_page(models: Sequence[Mapping[str, Any]], jobs: Sequence[Job], latest
         compare=compare_html(latest_compare),
         models=models_html(models),
         jobs=jobs_html(jobs),
+        sessions=sessions_html(live_sessions),
         architectures=architectures_html(),
     )
 
 
 @router.get("/", response_class=HTMLResponse)
-def index(model_index: IndexDep, jobs: JobsDep) -> HTMLResponse:
+def index(model_index: IndexDep, jobs: JobsDep, sessions: SessionsDep) -> HTMLResponse:
     """The dashboard page."""
     models = []
     for name in model_index.names():
@@ -240,4 +258,8 @@ def index(model_index: IndexDep, jobs: JobsDep) -> HTMLResponse:
         ),
         None,
     )
-    return HTMLResponse(render_page(models, newest_first[:RECENT_JOBS], latest_compare))
+    try:
+        live: dict[str, int] | None = anyio.from_thread.run(sessions.live_by_model)
+    except Unavailable:
+        live = None
+    return HTMLResponse(render_page(models, newest_first[:RECENT_JOBS], latest_compare, live))
