@@ -486,6 +486,11 @@ def run_v2(kind: str, server: Server, grpc_port: int, connections: int, duration
     cpu = server.cpu_seconds() - cpu_before
     if not math.isfinite(probability) or not 0.0 <= probability <= 1.0:
         raise RuntimeError(f"V2 {kind} answered {probability}")
+    return _client_row(load, cpu, {"probability": probability})
+
+
+def _client_row(load: v2_load.LoadResult, cpu_seconds: float, raw: dict[str, Any]) -> WrkResult:
+    """A Python client's load (``v2_load`` / ``stream_load``) as a ``WrkResult`` row with server CPU per request."""
     return WrkResult(
         rps=load.rps,
         p50_ms=load.percentile(50),
@@ -493,8 +498,8 @@ def run_v2(kind: str, server: Server, grpc_port: int, connections: int, duration
         requests=load.requests,
         status_errors=load.errors,
         socket_errors=0,
-        cpu_ms_per_request=cpu * 1000.0 / load.requests if load.requests else float("nan"),
-        raw={"probability": probability},
+        cpu_ms_per_request=cpu_seconds * 1000.0 / load.requests if load.requests else float("nan"),
+        raw=raw,
     )
 
 
@@ -502,17 +507,7 @@ def run_stream_steps(kind: str, server: Server, session_ids: list[str], duration
     """One client per session stepping it value by value (``http`` or ``websocket``), as a ``WrkResult`` row."""
     cpu_before = server.cpu_seconds()
     load = stream_load.run(kind, server.url, session_ids, duration)
-    cpu = server.cpu_seconds() - cpu_before
-    return WrkResult(
-        rps=load.rps,
-        p50_ms=load.percentile(50),
-        p99_ms=load.percentile(99),
-        requests=load.requests,
-        status_errors=load.errors,
-        socket_errors=0,
-        cpu_ms_per_request=cpu * 1000.0 / load.requests if load.requests else float("nan"),
-        raw={},
-    )
+    return _client_row(load, server.cpu_seconds() - cpu_before, {})
 
 
 def check_predict_servers(servers: dict[str, Server]) -> dict[str, float]:

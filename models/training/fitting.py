@@ -212,20 +212,14 @@ def prepare_dataset(raw: RawData, arch: Architecture, params: ArchParams) -> Tra
     """Shape a generated built-in dataset for ``arch`` (float tasks cannot feed token models)."""
     dataset = raw.dataset
     assert dataset is not None, "only for built-in datasets"
-    if dataset.task != params.task:
-        raise InvalidInput(
-            f"Dataset '{dataset.name}' is a {dataset.task} task; params.task asks for {params.task}.",
-            field="params.task",
-            expected=dataset.task,
-            got=params.task,
-        )
-    if dataset.n_features != params.n_features:
-        raise InvalidInput(
-            f"Dataset '{dataset.name}' has {dataset.n_features} feature(s) per step; params.n_features asks for {params.n_features}.",
-            field="params.n_features",
-            expected=dataset.n_features,
-            got=params.n_features,
-        )
+    for name, has, asked in (("task", dataset.task, params.task), ("n_features", dataset.n_features, params.n_features)):
+        if has != asked:
+            raise InvalidInput(
+                f"Dataset '{dataset.name}' has {name} {has}; params.{name} asks for {asked}.",
+                field=f"params.{name}",
+                expected=has,
+                got=asked,
+            )
     if dataset.input_kind != arch.input_kind:
         raise InvalidInput(
             f"Dataset '{dataset.name}' holds {dataset.input_kind} sequences; '{arch.name}' takes {arch.input_kind}.",
