@@ -144,9 +144,15 @@ def test_unreachable_url_is_named() -> None:
     assert "could not reach lstm-serve at http://127.0.0.1:9" in result.stderr
 
 
+#: Runs argv[1:] with SIGINT at its default. A test run started in the background (``cmd &`` in a shell without
+#: job control) hands its children SIGINT ignored, an ignored signal stays ignored across exec, and Python then
+#: never raises KeyboardInterrupt: the CLI would sleep through the Ctrl-C this test sends, as no terminal would.
+WITH_DEFAULT_SIGINT = "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"
+
+
 def test_ctrl_c_cancels_the_training_job(service: ServiceProcess) -> None:
     process = subprocess.Popen(
-        [str(CLI), "train", "cli-cancel", "--dataset", "noisy_trend", "--epochs", "200", "--units", "4"],
+        [sys.executable, "-c", WITH_DEFAULT_SIGINT, str(CLI), "train", "cli-cancel", "--dataset", "noisy_trend", "--epochs", "200", "--units", "4"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(service),
     )
     try:
