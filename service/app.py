@@ -142,6 +142,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Train, compare and serve five Keras LSTM architectures for binary sequence classification.",
         lifespan=lifespan,
+        telemetry=None if settings.telemetry else {"tracing": False, "metrics": False, "logs": False},
         # service.api.docs serves these behind the read-access check, from installed assets (no CDN): FastAPI's
         # own (and FastAPIOffline's) are routes no router dependency reaches, open even under API_KEY_ALL.
         openapi_url=None,

@@ -78,6 +78,10 @@ class Settings(BaseSettings):
         1024, ge=0, description="A request alone (no batch forming or running) with at most this many input values "
         "(a step: values x max_len) runs on the event loop, without the hand-off to a batch thread; 0: never"
     )
+    telemetry: bool = Field(
+        False, description="FastAPI's native OpenTelemetry spans and metrics per request (when an OpenTelemetry SDK "
+        "is configured in this process); off by default: its check alone cost 10-15 us of every request (bench/)"
+    )
     fast_path: bool = Field(True, description="Answer valid predict and step bodies without FastAPI's routing")
     max_loaded_versions: int = Field(
         8, ge=1, description="Most model versions kept loaded; past it the least recently used is unloaded "

@@ -252,12 +252,16 @@ class ValuesPrediction(BaseModel):
 
 def predictions_of(task: str, outputs: np.ndarray) -> list[Prediction] | list[ClassPrediction] | list[ValuesPrediction]:
     """One prediction per row of a model's outputs ``(n, output_width)``, in the task's form."""
+    # One tolist() per array: converting NumPy scalars one by one cost more than building the answers.
     if task == "multiclass":
-        return [ClassPrediction(probabilities=row.tolist(), label=int(np.argmax(row))) for row in outputs]
+        return [
+            ClassPrediction(probabilities=row, label=label)
+            for row, label in zip(outputs.tolist(), outputs.argmax(axis=1).tolist(), strict=True)
+        ]
     if task == "regression":
-        return [ValuesPrediction(values=row.tolist()) for row in outputs]
+        return [ValuesPrediction(values=row) for row in outputs.tolist()]
     # The binary label is probability >= 0.5, as the question's models always answered.
-    return [Prediction(probability=float(p), label=int(p >= 0.5)) for p in outputs.reshape(-1)]
+    return [Prediction(probability=p, label=int(p >= 0.5)) for p in outputs.reshape(-1).tolist()]
 
 
 class PredictResponse(BaseModel):

@@ -106,7 +106,7 @@ def delete_model(name: ModelName, index: IndexDep) -> Response:
 async def answer_predict(predictor: Predictor, metrics: Metrics, name: str, body: PredictRequest) -> PredictResponse:
     """The answer to a predict request, for the route and the fast path alike (so they cannot differ)."""
     servable, outputs = await predictor.predict(name, body.sequences, body.version, body.truncate)
-    metrics.predicted.labels(name).inc(len(outputs))
+    metrics.count_predicted(name, len(outputs))
     return PredictResponse.of(name, servable.meta.version, servable.params.task, outputs)
 
 

@@ -83,7 +83,7 @@ async def answer_step(
     """The answer to a step request, for the route and the fast path alike (so they cannot differ)."""
     stepped = await sessions.step(session_id, body.values, body.seq)
     if not stepped.replayed:
-        metrics.steps.labels(stepped.record.model).inc(len(stepped.probabilities))
+        metrics.count_steps(stepped.record.model, len(stepped.probabilities))
     return step_response(session_id, stepped.record.steps_seen, stepped.task, stepped.probabilities)
 
 

@@ -41,5 +41,5 @@ async def predict_sequences(
 ) -> tuple[int, list[list[float]]]:
     """The same path as ``/models/{name}/predict``: the version that answered and one output row per sequence."""
     servable, outputs = await predictor.predict(name, sequences, version, None)
-    metrics.predicted.labels(name).inc(len(outputs))
+    metrics.count_predicted(name, len(outputs))
     return servable.meta.version, outputs.tolist()

@@ -74,9 +74,9 @@ class V2DataPlane:
         batch = batch_of(call, meta)
         if call.sequence is None:
             servable, probabilities = await self.predictor.predict(call.model, batch, meta.version)
-            self.metrics.predicted.labels(call.model).inc(len(probabilities))
+            self.metrics.count_predicted(call.model, len(probabilities))
             return InferAnswer(call, servable.meta.version, np.asarray(probabilities, np.float32))
         record, probabilities = await self.sequences.step(call.model, call.version, call.sequence, batch[0])
-        self.metrics.steps.labels(call.model).inc(len(probabilities))
+        self.metrics.count_steps(call.model, len(probabilities))
         return InferAnswer(call, record.version, np.asarray(probabilities, np.float32))
 
