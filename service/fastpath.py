@@ -1,10 +1,14 @@
 """A lean entry for the two hottest routes: ``POST /models/{name}/predict`` and ``/sessions/{id}/step``.
 
 The model call takes microseconds; FastAPI's routing and dependency resolution took most of each
-request's CPU time (bench/: about 4x the throughput without them). This ASGI middleware reads a JSON body,
+request's CPU time (bench/: about 4x the throughput without them). This ASGI layer reads a JSON body,
 validates it with the route's own request schema, and calls the route's own answer function
-(``answer_predict``, ``answer_step``): one implementation of each behaviour, two entries. A domain error
-raised by the answer is rendered as the routes render it (``problem_of``, ``native_response``).
+(``answer_predict``, ``answer_step``): one implementation of each behaviour, two entries. Any error raised
+by the answer is rendered as the routes render it (``problem_of``, ``native_response``).
+
+It sits in front of the whole middleware stack (``ServiceApp``), so what those layers do for every request
+it does itself, once: it counts and times the request (``Metrics.observe_request``, as ``MetricsMiddleware``
+does) and answers an unexpected error with the logged 500 (as the exception handlers do).
 
 A request is handed to the normal route only *before* anything happened: when it is not eligible (a
 missing or chunked Content-Length, not JSON, too large, ``API_KEY_ALL``), or its body does not validate
@@ -13,6 +17,7 @@ answers whatever happens, so a step whose save was sent is never handed over and
 """
 
 import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +26,6 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from models.errors import LstmServeError
 from service.api.models import answer_predict
 from service.api.sessions import answer_step
 from service.errors import native_response, problem_of
@@ -61,6 +65,7 @@ class FastPath:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
         route, match = _route(scope)
         length = _json_content_length(scope) if match else None
         settings = scope["app"].state.settings if match else None
@@ -75,15 +80,22 @@ class FastPath:
         if request is None:  # nothing has happened yet: the route answers it in its usual format
             await self.app(scope, _replay(body, receive), send)
             return
-        scope["route"] = route
+        state = scope["app"].state
+        status = 500  # what the request counts as if sending the answer fails (e.g. the client is gone)
         try:
-            answer = (await route.answer(scope["app"].state, match.group(1), request)).model_dump_json().encode()
-        except LstmServeError as exc:
-            await native_response(problem_of(exc, Request(scope)))(scope, receive, send)
-            return
-        await send({"type": "http.response.start", "status": 200, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", str(len(answer)).encode())]})
-        await send({"type": "http.response.body", "body": answer})
+            try:
+                answer = (await route.answer(state, match.group(1), request)).model_dump_json().encode()
+            except Exception as exc:  # noqa: BLE001 - rendered as every route renders it (a 500 is logged there)
+                problem = problem_of(exc, Request(scope))
+                status = problem.status
+                await native_response(problem)(scope, receive, send)
+                return
+            status = 200
+            await send({"type": "http.response.start", "status": 200, "headers": [
+                (b"content-type", b"application/json"), (b"content-length", str(len(answer)).encode())]})
+            await send({"type": "http.response.body", "body": answer})
+        finally:
+            state.metrics.observe_request("POST", route.path, status, time.perf_counter() - started)
 
 
 def _route(scope: Scope) -> tuple[_FastRoute | None, re.Match[str] | None]:

@@ -128,3 +128,27 @@ def test_a_step_whose_save_was_sent_is_answered_from_that_outcome_never_applied_
         "code": "state_unknown", "message": "The save was sent; its acknowledgement did not come in time.", "details": {}}}
     assert client.get(f"/sessions/{session_id}").json()["steps_seen"] == 1
     assert 'route="/sessions/{session_id}/step",status="503"} 1.0' in client.get("/metrics").text
+
+
+class BrokenSave(MemorySessionStore):
+    """A store whose save fails with an error nobody mapped: a bug, as the routes would meet it."""
+
+    async def save(self, record: SessionRecord) -> SessionRecord:
+        raise RuntimeError("disk on fire")
+
+
+def test_an_unexpected_error_is_the_logged_500_in_the_error_format_and_counted(
+    app_client: Callable[..., TestClient], trained_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The fast path runs in front of Starlette's error middleware: it must answer as the exception handlers do
+    # (the route's own 500 is Starlette's, which re-raises into the test client).
+    client = app_client(trained_dir)
+    client.app.state.sessions.store = BrokenSave()
+    session_id = client.post("/models/m-lstm/sessions").json()["session_id"]
+    with caplog.at_level("ERROR"):
+        response = client.post(f"/sessions/{session_id}/step", content='{"values": [0.5]}', headers=JSON)
+    assert response.status_code == 500
+    assert response.json() == {"error": {
+        "code": "internal_error", "message": "An unexpected error occurred; it has been logged.", "details": {}}}
+    assert any("disk on fire" in (r.exc_text or "") or "disk on fire" in str(r.exc_info) for r in caplog.records)
+    assert 'route="/sessions/{session_id}/step",status="500"} 1.0' in client.get("/metrics").text
