@@ -54,15 +54,17 @@ def test_a_timeout_turns_inline_off() -> None:
     assert BatchScheduler(timeout_s=0.001, inline_max_cost=100).inline_max_cost == 0
 
 
-def test_concurrent_requests_merge_into_one_batch_on_the_worker_thread() -> None:
+@pytest.mark.parametrize(("cost", "inline"), [(25, True), (26, False), (None, False)],
+                         ids=["within-the-bound-together", "over-it-together", "no-cost-given"])
+def test_concurrent_requests_merge_into_one_batch_inline_only_when_the_batch_is_small(cost: int | None, inline: bool) -> None:
     batcher = BatchScheduler(inline_max_cost=100)
     run = Recorder()
     try:
-        assert asyncio.run(_submit_together(batcher, run, [1, 2, 3, 4], cost=1)) == [2, 4, 6, 8]
+        assert asyncio.run(_submit_together(batcher, run, [1, 2, 3, 4], cost=cost)) == [2, 4, 6, 8]
     finally:
         batcher.close()
     assert [items for items, _ in run.calls] == [[1, 2, 3, 4]]
-    assert run.calls[0][1] != threading.get_ident()
+    assert (run.calls[0][1] == threading.get_ident()) is inline
 
 
 def test_max_batch_size_splits_concurrent_requests() -> None:
@@ -75,8 +77,9 @@ def test_max_batch_size_splits_concurrent_requests() -> None:
     assert sorted(items for items, _ in run.calls) == [[1, 2], [3, 4], [5]]
 
 
-def test_a_request_arriving_while_a_batch_runs_queues_behind_it() -> None:
-    """Nothing inline while the worker thread is busy: concurrency is what batching is for."""
+def test_requests_arriving_while_a_batch_runs_wait_for_it_and_then_run_as_one_batch() -> None:
+    """Nothing runs beside a busy worker thread: what arrives meanwhile grows into one batch, run when it is free
+    (at 8 connections one small batch per turn of the loop had queued behind it instead)."""
     batcher = BatchScheduler(inline_max_cost=100)
     started = threading.Event()
     release = threading.Event()
@@ -90,16 +93,19 @@ def test_a_request_arriving_while_a_batch_runs_queues_behind_it() -> None:
     async def scenario() -> list[int]:
         first = asyncio.ensure_future(batcher.submit("k", 1, slow))
         await asyncio.to_thread(started.wait, 5)
-        second = asyncio.ensure_future(batcher.submit("k", 2, run, cost=1))
-        await asyncio.sleep(0.01)
+        later = []
+        for item in (2, 3, 4):
+            later.append(asyncio.ensure_future(batcher.submit("k", item, run, cost=1)))
+            await asyncio.sleep(0.005)  # each in a turn of the loop of its own
+        assert run.calls == []  # the first batch still runs: nothing ran beside it
         release.set()
-        return [await first, await second]
+        return [await first] + [await future for future in later]
 
     try:
-        assert asyncio.run(scenario()) == [2, 4]
+        assert asyncio.run(scenario()) == [2, 4, 6, 8]
     finally:
         batcher.close()
-    assert all(thread != threading.get_ident() for _, thread in run.calls)
+    assert [items for items, _ in run.calls] == [[1], [2, 3, 4]]
 
 
 def test_an_error_reaches_the_inline_caller() -> None:
@@ -132,3 +138,19 @@ def test_a_cancelled_first_request_does_not_strand_those_that_joined_it() -> Non
         assert asyncio.run(scenario()) == 4
     finally:
         batcher.close()
+
+
+def test_an_error_of_an_inline_batch_reaches_every_request_of_it() -> None:
+    batcher = BatchScheduler(inline_max_cost=100)
+
+    def fails(items: list[int]) -> list[int]:
+        raise ValueError(f"engine failed on {len(items)}")
+
+    async def scenario() -> list[BaseException | int]:
+        return await asyncio.gather(*(batcher.submit("k", i, fails, cost=1) for i in range(3)), return_exceptions=True)
+
+    try:
+        outcomes = asyncio.run(scenario())
+    finally:
+        batcher.close()
+    assert [str(outcome) for outcome in outcomes] == ["engine failed on 3"] * 3
