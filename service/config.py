@@ -75,8 +75,8 @@ class Settings(BaseSettings):
     batch_timeout_us: int = Field(0, ge=0, description="Longest a request waits for others to join its batch")
     batch_threads: int = Field(1, ge=1, description="Threads running engine calls (these machines have 2 cores)")
     batch_inline_max_values: int = Field(
-        1024, ge=0, description="A request alone (no batch forming or running) with at most this many input values "
-        "(a step: values x max_len) runs on the event loop, without the hand-off to a batch thread; 0: never"
+        1024, ge=0, description="A lone request, or a batch formed while none runs, with at most this many input "
+        "values (a step: values x max_len) runs on the event loop, without the hand-off to a batch thread; 0: never"
     )
     telemetry: bool = Field(
         False, description="FastAPI's native OpenTelemetry spans and metrics per request (when an OpenTelemetry SDK "
