@@ -68,8 +68,8 @@ class FastPath:
         started = time.perf_counter()
         route, match = _route(scope)
         length = _json_content_length(scope) if match else None
-        settings = scope["app"].state.settings if match else None
-        if length is None or length > settings.max_body_bytes or settings.api_key_all:
+        state = scope["app"].state if match else None
+        if length is None or length > state.settings.max_body_bytes or state.settings.api_key_all:
             await self.app(scope, receive, send)
             return
         body, complete = await _read(receive, length)
@@ -80,7 +80,6 @@ class FastPath:
         if request is None:  # nothing has happened yet: the route answers it in its usual format
             await self.app(scope, _replay(body, receive), send)
             return
-        state = scope["app"].state
         status = 500  # what the request counts as if sending the answer fails (e.g. the client is gone)
         try:
             try:
