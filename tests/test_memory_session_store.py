@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from models.errors import SessionNotFound
+from models.errors import SessionBusy, SessionNotFound
 from models.serving import session_store
 from models.serving.session_store import MemorySessionStore, SessionRecord, encode_state, values_digest
 
@@ -78,3 +78,45 @@ def test_reap_drops_only_expired_sessions_across_slices(monkeypatch: pytest.Monk
 
 def _fields(rec: SessionRecord) -> dict[str, object]:
     return {name: getattr(rec, name) for name in SessionRecord.__slots__}
+
+
+def test_a_session_lock_serializes_times_out_survives_cancelled_waiters_and_is_dropped_when_free() -> None:
+    async def scenario() -> None:
+        store = MemorySessionStore(lock_wait_s=0.05)
+        await store.create(record("a"), max_sessions=10)
+        order: list[str] = []
+        release = asyncio.Event()
+
+        async def holder() -> None:
+            async with store.locked("a"):
+                order.append("first in")
+                await release.wait()
+                order.append("first out")
+
+        async def waiter() -> None:
+            async with store.locked("a"):
+                order.append("second in")
+
+        first = asyncio.create_task(holder())
+        await asyncio.sleep(0)
+        with pytest.raises(SessionBusy):  # waited lock_wait_s for a lock held all along
+            async with store.locked("a"):
+                pytest.fail("entered a held lock")
+        cancelled = asyncio.create_task(waiter())
+        await asyncio.sleep(0)
+        cancelled.cancel()
+        await asyncio.gather(cancelled, return_exceptions=True)
+        second = asyncio.create_task(waiter())
+        await asyncio.sleep(0)
+        release.set()
+        await asyncio.gather(first, second)
+        assert order == ["first in", "first out", "second in"]
+
+        with pytest.raises(SessionNotFound):  # read under the lock: the lock is let go again
+            async with store.locked("missing"):
+                pytest.fail("entered an unknown session")
+        assert store._locks._locks == {}  # nobody holds or waits: nothing kept per session
+        async with store.locked("a") as current:
+            assert current.session_id == "a"
+
+    asyncio.run(scenario())

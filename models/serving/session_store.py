@@ -19,7 +19,7 @@ import socket
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -86,16 +86,16 @@ def values_digest(values: Sequence[Any]) -> bytes:
 
 def encode_state(h: np.ndarray, c: np.ndarray) -> bytes:
     """``(1, units)`` h and c as float32 bytes."""
-    return np.concatenate([h.reshape(-1), c.reshape(-1)]).astype(np.float32).tobytes()
+    return h.astype(np.float32, copy=False).tobytes() + c.astype(np.float32, copy=False).tobytes()
 
 
 def decode_state(state: bytes, units: int) -> tuple[np.ndarray, np.ndarray]:
-    """Inverse of ``encode_state``; empty bytes are the zero state."""
+    """Inverse of ``encode_state``; empty bytes are the zero state. The arrays are read-only views of ``state``."""
     if not state:
         zeros = np.zeros((1, units), np.float32)
         return zeros, zeros.copy()
-    flat = np.frombuffer(state, dtype=np.float32)
-    return flat[:units].reshape(1, units).copy(), flat[units:].reshape(1, units).copy()
+    h, c = np.frombuffer(state, dtype=np.float32).reshape(2, 1, units)
+    return h, c
 
 
 def new_session_id() -> str:
@@ -130,7 +130,7 @@ class SessionStore(Protocol):
         """Read a session without changing it."""
         ...
 
-    def locked(self, session_id: str) -> "AsyncIterator[SessionRecord]":
+    def locked(self, session_id: str) -> AbstractAsyncContextManager[SessionRecord]:
         """Async context manager: hold the session's lock and yield its record; ``SessionBusy`` when another
         step keeps it locked longer than the lock wait."""
         ...
@@ -162,33 +162,71 @@ class _KeyedLocks:
     """One asyncio lock per key, kept only while someone holds or waits for it (idle sessions cost nothing)."""
 
     def __init__(self) -> None:
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        #: key -> [its lock, how many hold or wait for it]
+        self._locks: dict[str, list[Any]] = {}
 
-    @asynccontextmanager
-    async def hold(self, key: str, wait_s: float) -> AsyncIterator[None]:
-        """Hold ``key``'s lock; ``SessionBusy`` after waiting ``wait_s`` for it."""
-        lock, users = self._locks.get(key, (None, 0))
-        lock = lock or asyncio.Lock()
-        self._locks[key] = (lock, users + 1)
+    def hold(self, key: str, wait_s: float) -> "_Held":
+        """Async context manager: hold ``key``'s lock; ``SessionBusy`` after waiting ``wait_s`` for it."""
+        return _Held(self._locks, key, wait_s)
+
+
+class _Held:
+    """One hold of a ``_KeyedLocks`` key. Written out rather than an ``@asynccontextmanager``: every session
+    step enters one, and the generator machinery cost more than the locking itself."""
+
+    __slots__ = ("_locks", "_key", "_wait_s", "_entry")
+
+    def __init__(self, locks: dict[str, list[Any]], key: str, wait_s: float) -> None:
+        self._locks = locks
+        self._key = key
+        self._wait_s = wait_s
+
+    async def __aenter__(self) -> None:
+        entry = self._entry = self._locks.setdefault(self._key, [None, 0])
+        lock = entry[0] = entry[0] or asyncio.Lock()
+        entry[1] += 1
         try:
             if lock.locked():
-                try:
-                    async with asyncio.timeout(wait_s):
-                        await lock.acquire()
-                except TimeoutError:
-                    raise _busy(key, wait_s) from None
+                async with asyncio.timeout(self._wait_s):
+                    await lock.acquire()
             else:
                 await lock.acquire()
-            try:
-                yield
-            finally:
-                lock.release()
-        finally:
-            lock, users = self._locks[key]
-            if users == 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)
+        except TimeoutError:
+            self._leave()
+            raise _busy(self._key, self._wait_s) from None
+        except BaseException:
+            self._leave()
+            raise
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._entry[0].release()
+        self._leave()
+
+    def _leave(self) -> None:
+        self._entry[1] -= 1
+        if not self._entry[1]:
+            del self._locks[self._key]
+
+
+class _LockedRecord:
+    """A record read under a held lock (an async context manager; written out for the same reason as ``_Held``)."""
+
+    __slots__ = ("_held", "_read")
+
+    def __init__(self, held: _Held, read: Callable[[], SessionRecord]) -> None:
+        self._held = held
+        self._read = read
+
+    async def __aenter__(self) -> SessionRecord:
+        await self._held.__aenter__()
+        try:
+            return self._read()
+        except BaseException:
+            await self._held.__aexit__()
+            raise
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._held.__aexit__()
 
 
 #: A session as ``MemorySessionStore`` keeps it: ``(expires_at, steps_seen, ttl_s, pin, data)``. ``pin`` is the
@@ -248,10 +286,8 @@ class MemorySessionStore:
     async def get(self, session_id: str) -> SessionRecord:
         return self._live(session_id, time.time())
 
-    @asynccontextmanager
-    async def locked(self, session_id: str) -> AsyncIterator[SessionRecord]:
-        async with self._locks.hold(session_id, self._lock_wait_s):
-            yield self._live(session_id, time.time())
+    def locked(self, session_id: str) -> "_LockedRecord":
+        return _LockedRecord(self._locks.hold(session_id, self._lock_wait_s), lambda: self._live(session_id, time.time()))
 
     async def save(self, record: SessionRecord) -> SessionRecord:
         if record.session_id not in self._records:
