@@ -19,6 +19,9 @@ import redis
 from fastapi.testclient import TestClient
 
 from models.architectures import ArchParams, build_stateful_model, get_architecture
+from models.inputs import to_step_input
+from models.serving.batching import step_batch
+from models.serving.servable import read_version
 from service.app import create_app
 from tests.conftest import TRAINED, make_settings, train
 
@@ -233,6 +236,29 @@ def test_concurrent_sessions_match_sequential_results(trained_dir: Path, store_s
             session_id = start(client, "m-lstm")["session_id"]
             expected = [step(client, session_id, [v])["probability"] for v in values]
             np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("model", ["m-lstm", "m-emb"])
+def test_a_batch_of_sessions_steps_as_each_session_would_alone(trained_dir: Path, model: str) -> None:
+    """Sessions batched with equal and with unequal numbers of values, from the zero state and from a later
+    one, get the outputs and states each gets stepped alone (the lone path, checked against Keras above)."""
+    servable = read_version(max((trained_dir / model).glob("*/meta.json"), key=lambda p: int(p.parent.name)).parent)
+    params, rng = servable.params, np.random.default_rng(3)
+
+    def values(n: int) -> np.ndarray:
+        raw = rng.integers(1, params.vocab_size, n) if params.vocab_size else rng.normal(0.0, 1.0, n).round(4)
+        return to_step_input(raw.tolist(), input_kind=servable.architecture.input_kind,
+                             vocab_size=params.vocab_size, n_features=params.n_features)
+
+    zero = servable.zero_state(1)
+    later = step_batch(servable, [(values(3), *zero)])[0][1:]
+    for lengths in ([2, 2, 2], [1, 3, 2]):
+        items = [(values(n), *state) for n, state in zip(lengths, [zero, later, zero], strict=True)]
+        for item, batched in zip(items, step_batch(servable, items), strict=True):
+            alone = step_batch(servable, [item])[0]
+            assert batched[0].shape == alone[0].shape == (len(item[0]), params.output_width)
+            for got, expected in zip(batched, alone, strict=True):  # outputs, h, c
+                np.testing.assert_allclose(got, expected, atol=1e-6)
 
 
 def test_concurrent_steps_on_one_session_are_serialized(trained_dir: Path, store_settings: dict[str, Any]) -> None:
