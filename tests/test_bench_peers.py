@@ -1,6 +1,7 @@
 """The peer benchmark's own logic, without timing anything: wrk output parsing, medians, the best peer and
 the ratios in the report, each protocol's body and answer, the process-tree control, and the hand-written
-peers' answers. The timed run itself is ``bench/run.py --peers`` (see the README's Performance section)."""
+peers' answers; and, of ``bench/run.py``'s own report, the steps / predict verdicts. The timed runs themselves
+are ``bench/run.py`` and ``bench/run.py --peers`` (see the README's Performance section)."""
 
 import json
 import math
@@ -20,7 +21,7 @@ from bench.peers.report import best_peer, ratio_table, render_peers, summary_tab
 from bench.peers.servers import fastapi_onnx, floors
 from bench.peers.servers.onnx_model import ONNX_PATH_ENV
 from bench.peers.venvs import REQUIREMENTS, pinned_version, venv_dir
-from bench.run import SEQUENCE, Cell, Server, parse_wrk, process_tree
+from bench.run import SEQUENCE, STEPS, Cell, Server, parse_wrk, process_tree, render
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -260,3 +261,20 @@ def test_run_py_keeps_its_default_run_and_offers_the_peers() -> None:
     done = subprocess.run([sys.executable, "bench/run.py", "--help"], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "--peers" in done.stdout and "--quick" in done.stdout and "--venv-cache" in done.stdout
+
+
+def test_bench_run_gives_the_steps_share_of_predict_at_every_step_count() -> None:
+    cells = measured({"lstm-serve": {1: 3_000, 8: 5_000, 32: 7_000}, STEPS: {1: 2_400, 32: 6_650}})
+    meta = {"date": "d", "cpu": "c", "cores": "2", "load": "0", "git": "abc", "wrk": "wrk 4", "duration": "10",
+            "repeats": "3", "n_sessions": "256"}
+    report = render(cells, [1, 8, 32], [1, 32], [], None, meta, {})
+    assert "Steps at 1 connection: 80% of predict throughput (MISSES the >= 90% target)." in report
+    assert "Steps at 32 connections: 95% of predict throughput (meets the >= 90% target)." in report
+    assert "| 1 | n/a | n/a | 0.80x |" in report
+
+
+def test_bench_run_refuses_step_counts_it_would_not_run_beside_predict() -> None:
+    done = subprocess.run([sys.executable, "bench/run.py", "--connections", "1,8", "--step-connections", "1,32"],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "--step-connections must be among --connections" in done.stderr
