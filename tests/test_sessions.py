@@ -21,6 +21,7 @@ from fastapi.testclient import TestClient
 from models.architectures import ArchParams, build_stateful_model, get_architecture
 from models.inputs import to_step_input
 from models.serving.batching import step_batch
+from models.serving.model_index import ModelIndex
 from models.serving.servable import read_version
 from service.app import create_app
 from tests.conftest import TRAINED, make_settings, train
@@ -242,7 +243,8 @@ def test_concurrent_sessions_match_sequential_results(trained_dir: Path, store_s
 def test_a_batch_of_sessions_steps_as_each_session_would_alone(trained_dir: Path, model: str) -> None:
     """Sessions batched with equal and with unequal numbers of values, from the zero state and from a later
     one, get the outputs and states each gets stepped alone (the lone path, checked against Keras above)."""
-    servable = read_version(max((trained_dir / model).glob("*/meta.json"), key=lambda p: int(p.parent.name)).parent)
+    index = ModelIndex(trained_dir)  # read-only: no open(), which would sweep the folder
+    servable = read_version(index.folder(index.meta(model)))
     params, rng = servable.params, np.random.default_rng(3)
 
     def values(n: int) -> np.ndarray:

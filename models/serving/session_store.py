@@ -90,7 +90,7 @@ def encode_state(h: np.ndarray, c: np.ndarray) -> bytes:
 
 
 def decode_state(state: bytes, units: int) -> tuple[np.ndarray, np.ndarray]:
-    """Inverse of ``encode_state``; empty bytes are the zero state. The arrays are read-only views of ``state``."""
+    """Inverse of ``encode_state``: read-only views of ``state``; empty bytes are the zero state (new arrays)."""
     if not state:
         zeros = np.zeros((1, units), np.float32)
         return zeros, zeros.copy()
