@@ -3,6 +3,7 @@
 import asyncio
 import gc
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -39,6 +40,19 @@ def test_new_stepped_and_reset_records_come_back_as_saved() -> None:
         assert await store.get("a") == reset
 
     asyncio.run(scenario())
+
+
+def test_a_records_copies_change_only_what_they_name_and_leave_it_untouched() -> None:
+    before = SessionRecord(
+        session_id="a", model="m", version=3, incarnation="inc-1", ttl_s=60, expires_at=1.0, steps_seen=4, state=b"s",
+        last_step=b"l",
+    )
+    original = replace(before)
+    assert before.touched(10.0) == replace(before, expires_at=70.0)
+    stepped = before.stepped(b"S", b"d" * 8, np.array([[0.5], [0.25]]))
+    assert stepped == replace(before, steps_seen=6, state=b"S", last_step=b"d" * 8 + np.array([0.5, 0.25], np.float32).tobytes())
+    assert stepped.reset() == replace(before, steps_seen=0, state=b"", last_step=b"")
+    assert before == original
 
 
 def test_sessions_on_one_version_share_one_pin_and_are_not_tracked_by_the_collector() -> None:
