@@ -136,7 +136,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             events=metrics.session_events(),
         )
         app.state.v2 = V2DataPlane(registry, app.state.predictor, app.state.sessions, metrics, app.version)
-        grpc_server = GrpcServer(app.state.v2, settings) if settings.grpc_port else None
+        grpc_server = GrpcServer(app.state.v2, settings, metrics) if settings.grpc_port else None
         # Most of what is alive now (TensorFlow, Keras, the first loaded models) lives as long as the process; moving it
         # out of the collector's reach keeps full collections short: they caused p99 spikes of 100-200 ms
         # at 32 connections (bench/). Collect first so no garbage is frozen with it.

@@ -28,6 +28,14 @@ class Metrics:
             "lstm_serve_http_request_duration_seconds", "Time from request to last response byte.",
             ["route"], buckets=_LATENCY_BUCKETS, registry=self.registry,
         )
+        self.grpc_requests = Counter(
+            "lstm_serve_grpc_requests", "gRPC calls (KServe V2) by method and status code; a stream counts once.",
+            ["method", "code"], registry=self.registry,
+        )
+        self.grpc_latency = Histogram(
+            "lstm_serve_grpc_request_duration_seconds", "Time from a gRPC call's start to its last message.",
+            ["method"], buckets=_LATENCY_BUCKETS, registry=self.registry,
+        )
         self.predicted = Counter(
             "lstm_serve_predicted_sequences", "Sequences predicted, by model.", ["model"], registry=self.registry
         )
@@ -78,6 +86,11 @@ class Metrics:
         """Count one HTTP request under its route template and status, and time it."""
         self._labelled(self.requests, method, route, str(status)).inc()
         self._labelled(self.latency, route).observe(seconds)
+
+    def observe_grpc(self, method: str, code: str, seconds: float) -> None:
+        """Count one gRPC call under its method name and status code (``OK``, ``NOT_FOUND``, ...), and time it."""
+        self._labelled(self.grpc_requests, method, code).inc()
+        self._labelled(self.grpc_latency, method).observe(seconds)
 
     def count_predicted(self, model: str, sequences: int) -> None:
         """``sequences`` sequences of ``model`` predicted (any protocol)."""

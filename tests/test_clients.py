@@ -11,20 +11,25 @@ import json
 import queue
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton_http
+from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from tests.conftest import TRAINED
 from tests.process import ServiceProcess, drop_redis_keys, free_port, process_factory
+from tests.test_operations import _sample
 from tests.test_predict import MAX_LEN, TOKEN_NAMES, sample_sequences
 from tests.test_sessions import keras_stateful_probabilities
 
@@ -310,6 +315,55 @@ def test_grpc_auth_follows_api_key_all(app_client: Callable[..., Any], trained_d
             assert call(headers={"authorization": "Bearer s3cret"}) is not None
     finally:
         client.close()
+
+
+def test_grpc_calls_are_counted_and_timed_by_method_and_status_code(
+    app_client: Callable[..., Any], trained_dir: Path
+) -> None:
+    port = free_port()
+    app = app_client(trained_dir, grpc_port=port)
+    client = triton_grpc.InferenceServerClient(f"127.0.0.1:{port}")
+    answers: queue.Queue[Any] = queue.Queue()
+    try:
+        assert client.is_server_live()
+        client.infer("m-lstm", [step_tensor(triton_grpc, "m-lstm", 0.5)])
+        with pytest.raises(InferenceServerException, match="NOT_FOUND"):
+            client.infer("no-such-model", [step_tensor(triton_grpc, "m-lstm", 0.5)])
+        client.start_stream(callback=lambda result, error: answers.put((result, error)))
+        client.async_stream_infer("m-lstm", [step_tensor(triton_grpc, "m-lstm", 0.5)])
+        assert answers.get(timeout=30)[1] is None
+        client.stop_stream()
+    finally:
+        client.close()
+    # A stream whose client goes away while it is open counts as CANCELLED.
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        gone = threading.Event()
+
+        def requests() -> Iterator[service_pb2.ModelInferRequest]:
+            yield service_pb2.ModelInferRequest(model_name="no-such-model")
+            gone.wait(10)
+
+        call = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelStreamInfer(requests())
+        assert "no-such-model" in next(call).error_message
+        call.cancel()
+        gone.set()
+
+    def count(method: str, code: str) -> float | None:
+        return _sample(app.get("/metrics").text, "lstm_serve_grpc_requests_total", f'{{code="{code}",method="{method}"}}')
+
+    deadline = time.monotonic() + 10  # the server counts a stream when it has seen its end, just after the client
+    while count("ModelStreamInfer", "OK") is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert count("ServerLive", "OK") == 1
+    assert count("ModelInfer", "OK") == 1
+    assert count("ModelInfer", "NOT_FOUND") == 1
+    while count("ModelStreamInfer", "CANCELLED") is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert count("ModelStreamInfer", "OK") == 1
+    assert count("ModelStreamInfer", "CANCELLED") == 1
+    text = app.get("/metrics").text
+    assert _sample(text, "lstm_serve_grpc_request_duration_seconds_count", '{method="ModelInfer"}') == 2
+    assert _sample(text, "lstm_serve_grpc_request_duration_seconds_sum", '{method="ModelInfer"}') > 0
 
 
 def test_a_taken_grpc_port_stops_the_start(app_client: Callable[..., Any], tmp_path: Path) -> None:

@@ -4,10 +4,13 @@ The service definition is the one ``tritonclient[grpc]`` ships (``service_pb2``,
 the server speaks exactly what Triton's and KServe's clients send. The methods a V2 client uses are
 implemented on the same ``V2DataPlane`` as HTTP; the others answer UNIMPLEMENTED. Auth follows the HTTP
 rules: with ``API_KEY`` and ``API_KEY_ALL``, every method but ServerLive and ServerReady needs
-``authorization: Bearer <key>`` metadata. Errors map to status codes in ``errors.grpc_status``.
+``authorization: Bearer <key>`` metadata. Errors map to status codes in ``errors.grpc_status``. Every call of
+those methods is counted and timed by method and status code (``Metrics.observe_grpc``), as HTTP requests are.
 """
 
+import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import wraps
 from typing import Any, TypeVar
@@ -19,6 +22,7 @@ from tritonclient.grpc import service_pb2_grpc
 from service.auth import bearer_matches
 from service.config import Settings
 from service.errors import Problem, Unauthorized, problem_of
+from service.metrics import Metrics
 from service.protocols.kserve_v2.codec import call_from_grpc, grpc_response, parse_version
 from service.protocols.kserve_v2.dataplane import V2DataPlane
 from service.protocols.kserve_v2.errors import grpc_status
@@ -32,16 +36,23 @@ Reply = TypeVar("Reply")
 
 
 def _unary(method: Callable[..., Awaitable[Reply]]) -> Callable[..., Awaitable[Reply]]:
-    """Abort the call with the status code of whatever it raised."""
+    """Abort the call with the status code of whatever it raised; count and time it under that code."""
 
     @wraps(method)
     async def call(self: "InferenceServicer", request: Any, context: grpc.aio.ServicerContext) -> Reply:
+        started = time.perf_counter()
+        code = grpc.StatusCode.CANCELLED  # unless it ends otherwise: the client went away while it ran
         try:
-            return await method(self, request, context)
+            reply = await method(self, request, context)
+            code = grpc.StatusCode.OK
+            return reply
         except Exception as exc:  # noqa: BLE001 - every error becomes a status code
             problem = problem_of(exc)
-            await context.abort(grpc_status(problem), problem.message)
+            code = grpc_status(problem)
+            await context.abort(code, problem.message)
             raise  # abort raises; this line is never reached
+        finally:
+            self.metrics.observe_grpc(method.__name__, code.name, time.perf_counter() - started)
 
     return call
 
@@ -49,9 +60,10 @@ def _unary(method: Callable[..., Awaitable[Reply]]) -> Callable[..., Awaitable[R
 class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     """The V2 gRPC methods, on the shared data plane."""
 
-    def __init__(self, plane: V2DataPlane, settings: Settings) -> None:
+    def __init__(self, plane: V2DataPlane, settings: Settings, metrics: Metrics) -> None:
         self.plane = plane
         self.settings = settings
+        self.metrics = metrics
 
     def _authorize(self, context: grpc.aio.ServicerContext) -> None:
         if self.settings.api_key and self.settings.api_key_all:
@@ -102,28 +114,39 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     async def ModelStreamInfer(
         self, requests: AsyncIterator[pb.ModelInferRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
-        """One response per request, in order (a sequence's steps stay in order); an error ends only its request."""
+        """One response per request, in order (a sequence's steps stay in order); an error ends only its request.
+
+        The stream is counted once, when it ends: OK once the client closed its side, CANCELLED when it went away."""
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
         try:
-            self._authorize(context)
-        except Unauthorized as exc:
-            problem = problem_of(exc)
-            await context.abort(grpc_status(problem), problem.message)
-        async for request in requests:
             try:
-                answer = await self.plane.infer(call_from_grpc(request))
-            except Exception as exc:  # noqa: BLE001 - reported in the stream, as Triton does
-                problem: Problem = problem_of(exc)
-                yield pb.ModelStreamInferResponse(
-                    error_message=problem.message, infer_response=pb.ModelInferResponse(id=request.id)
-                )
-                continue
-            yield pb.ModelStreamInferResponse(infer_response=grpc_response(answer))
+                self._authorize(context)
+            except Unauthorized as exc:
+                problem = problem_of(exc)
+                code = grpc_status(problem)
+                await context.abort(code, problem.message)
+            async for request in requests:
+                try:
+                    answer = await self.plane.infer(call_from_grpc(request))
+                except Exception as exc:  # noqa: BLE001 - reported in the stream, as Triton does
+                    problem: Problem = problem_of(exc)
+                    yield pb.ModelStreamInferResponse(
+                        error_message=problem.message, infer_response=pb.ModelInferResponse(id=request.id)
+                    )
+                    continue
+                yield pb.ModelStreamInferResponse(infer_response=grpc_response(answer))
+        except (asyncio.CancelledError, GeneratorExit):
+            code = grpc.StatusCode.CANCELLED
+            raise
+        finally:
+            self.metrics.observe_grpc("ModelStreamInfer", code.name, time.perf_counter() - started)
 
 
 class GrpcServer:
     """The gRPC server's life: started and stopped by the app's lifespan on its event loop."""
 
-    def __init__(self, plane: V2DataPlane, settings: Settings) -> None:
+    def __init__(self, plane: V2DataPlane, settings: Settings, metrics: Metrics) -> None:
         self.address = f"{settings.host}:{settings.grpc_port}"
         self._server = grpc.aio.server(
             options=[
@@ -135,7 +158,7 @@ class GrpcServer:
                 ("grpc.so_reuseport", 0),
             ]
         )
-        service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(plane, settings), self._server)
+        service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(plane, settings, metrics), self._server)
         self.port = self._server.add_insecure_port(self.address)
 
     async def start(self) -> None:
