@@ -335,7 +335,7 @@ def test_grpc_calls_are_counted_and_timed_by_method_and_status_code(
         client.stop_stream()
     finally:
         client.close()
-    # A stream whose client goes away while it is open counts as CANCELLED.
+    # A stream whose client goes away while it is open is counted too, once.
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         gone = threading.Event()
 
@@ -351,16 +351,17 @@ def test_grpc_calls_are_counted_and_timed_by_method_and_status_code(
     def count(method: str, code: str) -> float | None:
         return _sample(app.get("/metrics").text, "lstm_serve_grpc_requests_total", f'{{code="{code}",method="{method}"}}')
 
-    deadline = time.monotonic() + 10  # the server counts a stream when it has seen its end, just after the client
-    while count("ModelStreamInfer", "OK") is None and time.monotonic() < deadline:
-        time.sleep(0.05)
+    def streams() -> float:
+        # A stream whose client went away ends OK or CANCELLED, whichever the server's gRPC sees first.
+        return sum(count("ModelStreamInfer", code) or 0.0 for code in ("OK", "CANCELLED"))
+
     assert count("ServerLive", "OK") == 1
     assert count("ModelInfer", "OK") == 1
     assert count("ModelInfer", "NOT_FOUND") == 1
-    while count("ModelStreamInfer", "CANCELLED") is None and time.monotonic() < deadline:
+    deadline = time.monotonic() + 10  # the server counts a stream when it has seen its end, just after the client
+    while streams() < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert count("ModelStreamInfer", "OK") == 1
-    assert count("ModelStreamInfer", "CANCELLED") == 1
+    assert streams() == 2 and count("ModelStreamInfer", "OK") >= 1
     text = app.get("/metrics").text
     assert _sample(text, "lstm_serve_grpc_request_duration_seconds_count", '{method="ModelInfer"}') == 2
     assert _sample(text, "lstm_serve_grpc_request_duration_seconds_sum", '{method="ModelInfer"}') > 0

@@ -8,7 +8,6 @@ rules: with ``API_KEY`` and ``API_KEY_ALL``, every method but ServerLive and Ser
 those methods is counted and timed by method and status code (``Metrics.observe_grpc``), as HTTP requests are.
 """
 
-import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -36,25 +35,32 @@ Reply = TypeVar("Reply")
 
 
 def _unary(method: Callable[..., Awaitable[Reply]]) -> Callable[..., Awaitable[Reply]]:
-    """Abort the call with the status code of whatever it raised; count and time it under that code."""
+    """Abort the call with the status code of whatever it raised; count and time it (``_count``)."""
 
     @wraps(method)
     async def call(self: "InferenceServicer", request: Any, context: grpc.aio.ServicerContext) -> Reply:
-        started = time.perf_counter()
-        code = grpc.StatusCode.CANCELLED  # unless it ends otherwise: the client went away while it ran
+        _count(self.metrics, method.__name__, context)
         try:
-            reply = await method(self, request, context)
-            code = grpc.StatusCode.OK
-            return reply
+            return await method(self, request, context)
         except Exception as exc:  # noqa: BLE001 - every error becomes a status code
             problem = problem_of(exc)
-            code = grpc_status(problem)
-            await context.abort(code, problem.message)
+            await context.abort(grpc_status(problem), problem.message)
             raise  # abort raises; this line is never reached
-        finally:
-            self.metrics.observe_grpc(method.__name__, code.name, time.perf_counter() - started)
 
     return call
+
+
+def _count(metrics: Metrics, method: str, context: grpc.aio.ServicerContext) -> None:
+    """Count and time the call under its status code once its handler has ended: the code it aborted with,
+    CANCELLED when gRPC cancelled it (e.g. past the client's deadline), else OK. A stream whose client goes away
+    while the handler waits for its next message may end that wait as if the client had closed its side: OK."""
+    started = time.perf_counter()
+
+    def ended(done: grpc.aio.ServicerContext) -> None:
+        code = grpc.StatusCode.CANCELLED if done.cancelled() else done.code() or grpc.StatusCode.OK
+        metrics.observe_grpc(method, code.name, time.perf_counter() - started)
+
+    context.add_done_callback(ended)
 
 
 class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
@@ -116,31 +122,23 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
         """One response per request, in order (a sequence's steps stay in order); an error ends only its request.
 
-        The stream is counted once, when it ends: OK once the client closed its side, CANCELLED when it went away."""
-        started = time.perf_counter()
-        code = grpc.StatusCode.OK
+        The stream is counted once, when it ends (``_count``)."""
+        _count(self.metrics, "ModelStreamInfer", context)
         try:
+            self._authorize(context)
+        except Unauthorized as exc:
+            problem = problem_of(exc)
+            await context.abort(grpc_status(problem), problem.message)
+        async for request in requests:
             try:
-                self._authorize(context)
-            except Unauthorized as exc:
-                problem = problem_of(exc)
-                code = grpc_status(problem)
-                await context.abort(code, problem.message)
-            async for request in requests:
-                try:
-                    answer = await self.plane.infer(call_from_grpc(request))
-                except Exception as exc:  # noqa: BLE001 - reported in the stream, as Triton does
-                    problem: Problem = problem_of(exc)
-                    yield pb.ModelStreamInferResponse(
-                        error_message=problem.message, infer_response=pb.ModelInferResponse(id=request.id)
-                    )
-                    continue
-                yield pb.ModelStreamInferResponse(infer_response=grpc_response(answer))
-        except (asyncio.CancelledError, GeneratorExit):
-            code = grpc.StatusCode.CANCELLED
-            raise
-        finally:
-            self.metrics.observe_grpc("ModelStreamInfer", code.name, time.perf_counter() - started)
+                answer = await self.plane.infer(call_from_grpc(request))
+            except Exception as exc:  # noqa: BLE001 - reported in the stream, as Triton does
+                problem: Problem = problem_of(exc)
+                yield pb.ModelStreamInferResponse(
+                    error_message=problem.message, infer_response=pb.ModelInferResponse(id=request.id)
+                )
+                continue
+            yield pb.ModelStreamInferResponse(infer_response=grpc_response(answer))
 
 
 class GrpcServer:
