@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Set up and run every test. Extra arguments go to pytest.
 #
-# Two system programs are needed: redis-server (the Redis session store and job queue are tested against a
-# real server; one is started on 127.0.0.1:6379 when none answers there) and chromium (the HTML page is
-# rendered headless). When either is missing it is installed from Debian's packages with apt-get, after
-# saying so; when both are present nothing is installed. kubectl, when present, renders the Kubernetes
+# Three system programs are needed: redis-server (the Redis session store and job queue are tested against a
+# real server; one is started on 127.0.0.1:6379 when none answers there), chromium (the HTML page is
+# rendered headless) and haproxy (the compose front door, deploy/compose/haproxy.cfg, is run before real
+# replicas). When one is missing it is installed from Debian's packages with apt-get, after saying so; when
+# all are present nothing is installed. kubectl, when present, renders the Kubernetes
 # manifests (the test says it skipped otherwise).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +31,7 @@ fi
 # Fault tests start their own redis-server on a free port, even when another Redis answers on 6379.
 install_system_package redis-server redis-server "fault tests start their own Redis"
 install_system_package chromium chromium "tests/test_ui.py renders the page headless"
+install_system_package haproxy haproxy "tests/e2e/test_front_door.py runs the compose front door"
 
 set +e
 .venv/bin/python -m pytest "$@"

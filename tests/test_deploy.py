@@ -6,6 +6,7 @@ worker and Redis with AOF, and configures every container exactly through the se
 import importlib.util
 import json
 import shlex
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -17,6 +18,7 @@ import pytest
 import yaml
 
 from service.config import Settings
+from tests.system import required_program
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
@@ -361,3 +363,30 @@ def test_front_door_balances_round_robin_over_ready_api_replicas(monkeypatch: py
     assert servers[3] == f"api:{api.port}", "the servers are the compose api service on the port it listens on"
     assert int(servers[2]) >= services["api"]["deploy"]["replicas"]
     assert "check" in servers and "resolvers" in servers
+
+
+def test_front_door_routes_grpc_as_http2_to_the_ready_api_replicas(monkeypatch: pytest.MonkeyPatch) -> None:
+    services = compose()["services"]
+    api = settings_from_env({**dockerfile_env(), **compose_env("api")}, monkeypatch)
+    assert str(api.grpc_port) in [str(port) for port in services["api"]["expose"]]
+    published = {str(p).split(":")[0]: str(p).split(":")[1].split()[0] for p in services["proxy"]["ports"]}
+    sections = haproxy_sections()
+    frontend = sections["frontend grpc"]
+    (bind,) = [line for line in frontend if line[0] == "bind"]
+    assert bind == ["bind", f":{api.grpc_port}", "proto", "h2"]
+    assert published[str(api.grpc_port)] == str(api.grpc_port)
+    backend = sections[f"backend {next(line[1] for line in frontend if line[0] == 'default_backend')}"]
+    assert ["balance", "roundrobin"] in backend
+    assert ["option", "httpchk", "GET", "/health/ready"] in backend
+    (servers,) = [line for line in backend if line[0] == "server-template"]
+    options = dict(zip(servers[4:], servers[5:], strict=False))
+    assert servers[3] == f"api:{api.grpc_port}" and options["proto"] == "h2"
+    # Readiness is asked on the HTTP port in HTTP/1.1: the gRPC port speaks only HTTP/2.
+    assert options["port"] == str(api.port) and options["check-proto"] == "h1" and "check" in servers
+    assert int(servers[2]) >= services["api"]["deploy"]["replicas"] and "resolvers" in servers
+
+
+def test_front_door_config_is_valid_for_haproxy() -> None:
+    haproxy = required_program(shutil.which("haproxy"), "haproxy")
+    checked = subprocess.run([haproxy, "-c", "-f", str(HAPROXY)], capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0, checked.stdout + checked.stderr

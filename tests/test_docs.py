@@ -2,7 +2,6 @@
 and ``/docs`` and ``/redoc`` render in headless Chromium with the network cut (their assets come from an
 installed package, not a CDN)."""
 
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +12,7 @@ from service.app import create_app
 from tests.conftest import make_settings
 from tests.process import ServiceProcess, service_env
 from tests.test_ui import chromium, find_chromium
+from tests.system import required_program
 
 ROOT = Path(__file__).resolve().parents[1]
 CONTRACT = ROOT / "docs" / "api.md"
@@ -44,11 +44,7 @@ def test_readme_points_to_the_contract_in_the_repository() -> None:
 
 @pytest.fixture(scope="module")
 def docs_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
-    binary = find_chromium()
-    if binary is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is required in CI (scripts/test.sh installs it)")
-        pytest.skip("chromium not installed (scripts/test.sh installs it; required when CI is set)")
+    required_program(find_chromium(), "chromium")
     root = tmp_path_factory.mktemp("docs")
     (root / "cwd").mkdir()
     service = ServiceProcess(root / "cwd", service_env(root / "models", DEMO_MODEL="false"), "docs")

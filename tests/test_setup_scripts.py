@@ -128,5 +128,5 @@ def test_test_script_announces_every_system_package_it_installs() -> None:
     assert 'command -v "$1" >/dev/null 2>&1 && return 0' in helper
     assert helper.index("echo") < helper.index("apt-get install")
     assert text.count("apt-get install") == 1, "install only through install_system_package"
-    for package in ("redis-server", "chromium"):
+    for package in ("redis-server", "chromium", "haproxy"):
         assert f"install_system_package {package} {package}" in text

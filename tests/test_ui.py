@@ -1,7 +1,6 @@
 """The HTML page at ``GET /``: its content through TestClient, its escaping, and a real render in headless
 Chromium against a real service process."""
 
-import os
 import re
 import shutil
 import struct
@@ -18,6 +17,7 @@ from service.api.ui import esc, render_page
 from service.schemas import comparison_report
 from tests.conftest import SMALL_PARAMS, TRAINED, wait_for_job
 from tests.process import ServiceProcess, service_env
+from tests.system import required_program
 
 COMPARED = ("lstm", "td_dense_lstm")
 CHROMIUM_TIMEOUT_S = 90
@@ -133,11 +133,7 @@ def chromium(binary: str, profile: Path, *args: str) -> subprocess.CompletedProc
 
 @pytest.mark.e2e
 def test_page_renders_in_headless_chromium(tmp_path: Path) -> None:
-    binary = find_chromium()
-    if binary is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is required in CI (scripts/test.sh installs it)")
-        pytest.skip("chromium not installed (scripts/test.sh installs it; required when CI is set)")
+    binary = required_program(find_chromium(), "chromium")
     workdir = tmp_path / "cwd"
     workdir.mkdir()
     service = ServiceProcess(workdir, service_env(tmp_path / "models", DEMO_MODEL="false"), "ui")
