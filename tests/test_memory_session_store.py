@@ -3,7 +3,7 @@
 import asyncio
 import gc
 import time
-from dataclasses import replace
+from dataclasses import fields, replace
 
 import numpy as np
 import pytest
@@ -53,6 +53,10 @@ def test_a_records_copies_change_only_what_they_name_and_leave_it_untouched() ->
     assert stepped == replace(before, steps_seen=6, state=b"S", last_step=b"d" * 8 + np.array([0.5, 0.25], np.float32).tobytes())
     assert stepped.reset() == replace(before, steps_seen=0, state=b"", last_step=b"")
     assert before == original
+    # SessionRecord._but names every field: a new one must be added there too (this list is the reminder).
+    assert [f.name for f in fields(SessionRecord)] == [
+        "session_id", "model", "version", "incarnation", "ttl_s", "expires_at", "steps_seen", "state", "last_step"
+    ]
 
 
 def test_sessions_on_one_version_share_one_pin_and_are_not_tracked_by_the_collector() -> None:
