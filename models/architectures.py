@@ -92,7 +92,7 @@ class Architecture:
 
     def check_shape(self, params: ArchParams) -> None:
         """Refuse what this architecture cannot build: several features per step of token ids, a
-        multiclass head of fewer than two classes, a regression head of no output."""
+        multiclass head of fewer than two classes, a regression head of no output, a masked stateful model."""
         if params.n_features != 1 and self.input_kind == "tokens":
             raise InvalidInput(
                 f"'{self.name}' reads one token id per step; n_features applies to float architectures.",
@@ -102,13 +102,6 @@ class Architecture:
             )
         if params.task == "multiclass" and params.n_classes < 2:
             raise InvalidInput("A multiclass head needs at least 2 classes.", field="params.n_classes", expected=">= 2", got=params.n_classes)
-        if params.padding == "masked" and self.input_kind == "tokens":
-            raise InvalidInput(
-                f"'{self.name}' reads token ids; padding \"masked\" applies to 'lstm' and 'td_dense_lstm'.",
-                field="params.padding",
-                expected="pre",
-                got=params.padding,
-            )
         if params.padding == "masked" and self.stateful:
             # The saved artifact of stateful_lstm is the seed's (1, 1, n_features) model: it has no padding.
             raise InvalidInput(

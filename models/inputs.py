@@ -25,6 +25,10 @@ Truncate = Literal["pre", "post"]
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 NUMBER_EXPECTED = f"a finite number within float32 range (|x| <= {FLOAT32_MAX:.7g})"
 
+#: What pads a masked token model's batch: no token id is negative, and the engine never reads it
+#: (``true_lengths`` cuts each sequence to its own steps).
+PAD_TOKEN = -1
+
 
 def check_number(value: Any, field: str) -> float:
     """The rule for one number sent by a client: a real number (not a boolean), finite, within float32.
@@ -74,8 +78,13 @@ def check_padded_size(n_sequences: int, max_len: int, max_values: int | None, fi
         )
 
 
-def _check_tokens(values: np.ndarray, vocab_size: int, locate: Callable[[int], str]) -> np.ndarray:
-    """Validate token ids held as floats; return them as int32. ``locate`` names a flat index."""
+def _check_tokens(
+    values: np.ndarray, vocab_size: int, locate: Callable[[int], str], padding: np.ndarray | None = None
+) -> np.ndarray:
+    """Validate token ids held as floats; return them as int32. ``locate`` names a flat index; where ``padding``
+    is true (a masked model's padding, not a value sent) nothing is checked and ``PAD_TOKEN`` is written."""
+    if padding is not None:
+        values = np.where(padding, 0.0, values)
     bad_whole = np.flatnonzero(values != np.floor(values))
     if bad_whole.size:
         index = int(bad_whole[0])
@@ -94,7 +103,10 @@ def _check_tokens(values: np.ndarray, vocab_size: int, locate: Callable[[int], s
             expected=f"0 <= id < {vocab_size}",
             got=float(values.flat[index]),
         )
-    return values.astype(np.int32)
+    tokens = values.astype(np.int32)
+    if padding is not None:
+        tokens[padding] = PAD_TOKEN
+    return tokens
 
 
 def _steps(seq: Sequence[Any], n_features: int, field: str, first: int = 0) -> np.ndarray:
@@ -135,7 +147,8 @@ def to_model_input(
     """Pad, truncate and validate a batch: float ``(n, max_len, n_features)`` or int32 ``(n, max_len)``.
 
     Short sequences are pre-padded with ``pad_value``: 0 as ``pad_sequences`` does, or NaN for a masked
-    model, whose engine then runs each sequence over its own steps only (``true_lengths``).
+    model (``PAD_TOKEN`` in a batch of token ids), whose engine then runs each sequence over its own steps only
+    (``true_lengths``).
     """
     if len(sequences) == 0:
         raise InvalidInput("Send at least one sequence.", field=field, expected="a non-empty list", got=[])
@@ -180,11 +193,16 @@ def to_model_input(
         row, col = divmod(flat, max_len)
         return f"{field}[{row}][{col - (max_len - int(lengths[row])) + int(cut[row])}]"
 
-    return _check_tokens(tokens, vocab_size, locate)
+    # The padding is known from the lengths, not from the values: a NaN sent as a token id stays an error.
+    padding = None if pad_value == 0 else np.arange(max_len)[None, :] < (max_len - lengths)[:, None]
+    return _check_tokens(tokens, vocab_size, locate, padding)
 
 
 def true_lengths(batch: np.ndarray) -> np.ndarray:
-    """Steps of each NaN-pre-padded float sequence (``(n, max_len, n_features)``): its non-padding steps."""
+    """Steps of each masked model's pre-padded sequence: NaN-padded floats ``(n, max_len, n_features)`` or
+    ``PAD_TOKEN``-padded token ids ``(n, max_len)``; its non-padding steps."""
+    if batch.ndim == 2:
+        return batch.shape[1] - np.argmax(batch != PAD_TOKEN, axis=1)
     return batch.shape[1] - np.argmax(~np.isnan(batch[:, :, 0]), axis=1)
 
 

@@ -20,7 +20,7 @@ from models.architectures import ArchParams, build_sequence_model, build_statefu
 from models.errors import InvalidInput
 from models.serving.engines import KerasEngine, export_engine, random_inputs
 from models.serving.servable import ARTIFACT, META, ModelMeta
-from models.inputs import to_model_input, true_lengths
+from models.inputs import PAD_TOKEN, to_model_input, true_lengths
 from models.training.fitting import LengthBatches, label_array
 from service.app import create_app
 from tests.conftest import make_settings, train
@@ -56,6 +56,9 @@ MODELS: dict[str, tuple[str, dict[str, Any], str, list[Any]]] = {
     "masked": ("lstm", {"n_features": 2, "task": "multiclass", "n_classes": 3, "padding": "masked"}, "labels",
                [i % 3 for i in range(12)]),
     "masked-td": ("td_dense_lstm", {"task": "regression", "padding": "masked"}, "targets", [i / 10 for i in range(12)]),
+    "masked-emb": ("embedding_lstm", {"task": "multiclass", "n_classes": 3, "padding": "masked"}, "labels",
+                   [i % 3 for i in range(12)]),
+    "masked-bi": ("embedding_bilstm", {"task": "regression", "padding": "masked"}, "targets", [i / 10 for i in range(12)]),
 }
 SESSION_MODELS = [name for name, (arch, *_) in MODELS.items() if get_architecture(arch).supports_sessions]
 
@@ -210,7 +213,7 @@ def test_redis_sessions_keep_rows_of_outputs(served: TestClient, model_dir: Path
             store.delete(*keys)
 
 
-@pytest.mark.parametrize("name", ["masked", "masked-td"])
+@pytest.mark.parametrize("name", ["masked", "masked-td", "masked-emb"])
 def test_masked_short_sequence_predict_equals_session_stepping(served: TestClient, model_dir: Path, name: str) -> None:
     meta = _meta(model_dir, name)
     short = _sequences(name)[:3]  # 2, 3 and 4 steps of a max_len-6 model: padding would change them
@@ -281,6 +284,7 @@ def test_triton_sequence_steps_rows_of_features(served: TestClient, model_dir: P
         ("td_dense_lstm", {"n_features": 2, "task": "regression", "n_outputs": 3}),
         ("embedding_bilstm", {"task": "multiclass", "n_classes": 3}),
         ("lstm", {"n_features": 2, "task": "regression", "n_outputs": 2, "padding": "masked"}),
+        ("embedding_bilstm", {"task": "multiclass", "n_classes": 3, "padding": "masked"}),
     ],
 )
 def test_both_engines_equal_keras_for_every_width(tmp_path: Path, architecture: str, params: dict[str, Any]) -> None:
@@ -341,7 +345,6 @@ def test_training_data_that_does_not_fit_the_task(served: TestClient, params: di
     ("architecture", "params", "field"),
     [
         ("embedding_lstm", {"n_features": 2}, "params.n_features"),
-        ("embedding_bilstm", {"padding": "masked"}, "params.padding"),
         ("stateful_lstm", {"padding": "masked"}, "params.padding"),
     ],
 )
@@ -370,6 +373,18 @@ def test_feature_rows_pad_truncate_and_name_the_step_as_sent() -> None:
     with pytest.raises(InvalidInput) as caught:  # step 2 as sent, the first after cutting step 0
         to_model_input([[[1.0, 2.0], [3.0, 4.0], [5.0]]], input_kind="float", max_len=2, vocab_size=0, truncate="pre", n_features=2)
     assert caught.value.details["field"] == "sequences[0][2]"
+
+
+def test_masked_token_ids_are_padded_apart_from_every_id_and_still_checked() -> None:
+    batch = to_model_input([[3, 1, 4], [5]], input_kind="tokens", max_len=4, vocab_size=6, pad_value=np.nan)
+    np.testing.assert_array_equal(batch, [[PAD_TOKEN, 3, 1, 4], [PAD_TOKEN, PAD_TOKEN, PAD_TOKEN, 5]])
+    assert batch.dtype == np.int32 and true_lengths(batch).tolist() == [3, 1]
+    assert true_lengths(to_model_input([[1, 2]], input_kind="tokens", max_len=2, vocab_size=6, pad_value=np.nan)).tolist() == [2]
+    # The sent ids are checked as for any token model, located as sent; the padding is not an id to check.
+    for bad, message in ((6, "out of range"), (-1, "out of range"), (2.5, "whole numbers"), (float("nan"), "whole numbers")):
+        with pytest.raises(InvalidInput, match=message) as caught:
+            to_model_input([[1], [2, bad]], input_kind="tokens", max_len=4, vocab_size=6, pad_value=np.nan)
+        assert caught.value.details["field"] == "sequences[1][1]"
 
 
 def test_length_batches_hold_one_length_each_cut_to_it() -> None:
