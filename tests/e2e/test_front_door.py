@@ -7,7 +7,6 @@ HTTP and KServe V2 gRPC calls (``tritonclient.grpc`` at its defaults) are spread
 replica killed with SIGKILL costs no failed call: the front door sends the next ones to the other.
 """
 
-import re
 import shutil
 import socket
 import subprocess
@@ -48,14 +47,27 @@ def front_door_config(replicas: list[tuple[int, int]], http_port: int, grpc_port
             lines.append(raw.replace(words[1], f"127.0.0.1:{fronts[words[1].lstrip(':')]}"))
         elif words[:1] == ["server-template"]:
             prefix, address, options = words[1], words[3], words[4:]
-            options = re.sub(r" (resolvers \S+|init-addr \S+)", "", " " + " ".join(options)).split()
             for i, ports in enumerate(replicas):
                 local = dict(zip(COMPOSE_PORTS, map(str, ports), strict=True))
-                moved = " ".join(local.get(o, o) if before == "port" else o for before, o in zip(["", *options], options))
+                moved = " ".join(_local_options(options, local))
                 lines.append(f"    server {prefix}{i} 127.0.0.1:{local[address.split(':')[1]]} {moved}")
         else:
             lines.append(raw)
     return "\n".join(lines) + "\n"
+
+
+def _local_options(options: list[str], local: dict[str, str]) -> list[str]:
+    """A server line's options for a replica on this machine: its own port for ``port``, no Docker resolver."""
+    kept: list[str] = []
+    given = iter(options)
+    for option in given:
+        if option in ("resolvers", "init-addr"):  # Docker's DNS names the replicas; these have fixed addresses
+            next(given)
+        elif option == "port":
+            kept += [option, local[next(given)]]
+        else:
+            kept.append(option)
+    return kept
 
 
 def wait_listening(port: int, process: subprocess.Popen[bytes]) -> None:
